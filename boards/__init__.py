@@ -1,0 +1,1 @@
+"""Board profiles: one TOML file per board, loaded by hal.board."""

@@ -1,0 +1,44 @@
+"""Fixtures shared by every room's tests."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+
+import pytest
+
+_counter = itertools.count(1)
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")  # "gw0", "gw1", ... under xdist
+    try:
+        return int(worker.removeprefix("gw")) + 1
+    except ValueError:
+        return 0
+
+
+def unique_loopback() -> str:
+    """A loopback address no other test (nor xdist worker) in this run uses.
+
+    The Azure IoT SDK hard-codes port 8883, so parallel hub emulators cannot share 127.0.0.1;
+    each one binds its own 127.x.y.z instead (any 127/8 address works on Linux without setup).
+    """
+    for _ in range(1000):
+        n = next(_counter)
+        address = f"127.{20 + _worker_index()}.{(n // 250) % 250 + 1}.{n % 250 + 1}"
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, 8883))
+            except OSError:
+                continue
+        return address
+    raise RuntimeError("no free loopback address for port 8883")
+
+
+@pytest.fixture
+def loopback_address() -> str:
+    """A fresh loopback address whose port 8883 (and others) are free for this test."""
+    return unique_loopback()
