@@ -1,0 +1,130 @@
+"""Find out *why* a TLS connection to the hub or gateway is not trusted.
+
+The SDK reports a failed handshake as an opaque connection error. This probe repeats the handshake with
+the standard library and tells apart: unreachable, a chain that does not lead to the configured root CA
+(wrong CA), a certificate valid for other names (hostname mismatch), an expired or not-yet-valid certificate.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+# OpenSSL X509_V_ERR_* codes the probe distinguishes.
+_EXPIRED = 10
+_NOT_YET_VALID = 9
+_HOSTNAME_MISMATCH = 62
+
+
+@dataclass(frozen=True)
+class TlsProbe:
+    """The outcome of one probe. ``kind`` is ok | unreachable | wrong-ca | hostname-mismatch | expired | tls."""
+
+    host: str
+    port: int
+    kind: str
+    detail: str
+    fix: str = ""
+    server_names: list[str] = field(default_factory=list)
+    issuer: str = ""
+    not_after: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+def _presented_certificate(host: str, port: int, address: str, timeout: float) -> x509.Certificate | None:
+    """The server's certificate fetched without verification, only to describe it in errors."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def _names(cert: x509.Certificate | None) -> list[str]:
+    if cert is None:
+        return []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [a.value for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
+    return [str(n) for n in san.get_values_for_type(x509.DNSName)] + \
+        [str(n) for n in san.get_values_for_type(x509.IPAddress)]
+
+
+def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address: str | None = None,
+              timeout: float = 5.0) -> TlsProbe:
+    """Handshake with ``host:port`` trusting only ``ca_pem`` (system store if None) and classify the result.
+
+    ``address`` connects somewhere other than what ``host`` resolves to while still checking ``host``
+    against the certificate (tests, and devices whose gateway name is not in DNS).
+    """
+    address = address or host
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return TlsProbe(host, port, "unreachable", f"cannot open TCP {address}:{port} ({exc})",
+                        f"check that {host} resolves, is up, and that port {port} is open in every firewall between")
+
+    ctx = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    ctx.check_hostname = False   # first: only the chain, so a wrong CA and a wrong name are told apart
+    where = "the configured root CA (hub.ca_file)" if ca_pem else "the system CA store"
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except ssl.SSLCertVerificationError as exc:
+        cert = _presented_certificate(host, port, address, timeout)
+        issuer = cert.issuer.rfc4514_string() if cert else "unknown"
+        if exc.verify_code == _EXPIRED:
+            return TlsProbe(host, port, "expired", f"the certificate of {host} has expired",
+                            "renew the gateway/hub server certificate, and check the device clock (roost doctor)",
+                            _names(cert), issuer)
+        if exc.verify_code == _NOT_YET_VALID:
+            return TlsProbe(host, port, "expired", f"the certificate of {host} is not valid yet",
+                            "the device clock is probably behind: enable time sync (timedatectl set-ntp true)",
+                            _names(cert), issuer)
+        return TlsProbe(host, port, "wrong-ca",
+                        f"the certificate chain of {host}:{port} (issued by {issuer}) does not lead to {where}: "
+                        f"{exc.verify_message}",
+                        "set hub.ca_file to the root CA that issued the gateway's certificate chain "
+                        "(IoT Edge: the 'trust_bundle_cert' / root CA of the edge device)",
+                        _names(cert), issuer)
+    except (ssl.SSLError, OSError) as exc:
+        return TlsProbe(host, port, "tls", f"TLS handshake with {host}:{port} failed ({exc})",
+                        f"check that {host}:{port} speaks TLS (MQTT over TLS on 8883)")
+
+    cert = x509.load_der_x509_certificate(der)
+    names = _names(cert)
+    issuer = cert.issuer.rfc4514_string()
+    not_after = cert.not_valid_after_utc.isoformat()
+    ctx.check_hostname = True
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host):
+            pass
+    except ssl.SSLCertVerificationError as exc:
+        if exc.verify_code == _HOSTNAME_MISMATCH or "match" in str(exc):
+            return TlsProbe(host, port, "hostname-mismatch",
+                            f"the certificate of {address}:{port} is for {', '.join(names) or 'no names'}, "
+                            f"not {host!r}",
+                            "set hub.gateway_hostname to a name in the certificate (IoT Edge: the 'hostname' in "
+                            "its config.toml), or reissue the server certificate for this name",
+                            names, issuer, not_after)
+        return TlsProbe(host, port, "tls", f"{host}:{port} certificate rejected: {exc.verify_message}", "",
+                        names, issuer, not_after)
+    except (ssl.SSLError, OSError) as exc:
+        return TlsProbe(host, port, "tls", f"TLS handshake with {host}:{port} failed ({exc})", "", names, issuer)
+    return TlsProbe(host, port, "ok", f"{host}:{port} presents a chain to {where} valid for {host}", "",
+                    names, issuer, not_after)
