@@ -1,0 +1,446 @@
+"""The lossless outbox: every reading is stored in SQLite before it is sent, and removed only after its PUBACK.
+
+Durability: the database runs in WAL mode. Inserts commit with ``synchronous=FULL``, so a reading the sampler
+handed over is on disk (the WAL fsynced) before anything else happens: it survives SIGKILL *and* a power cut.
+Deletes after a PUBACK run with ``synchronous=NORMAL``: losing one in a power cut only means that batch is
+sent again, which consumers already handle (at-least-once, every reading carries a unique id). That halves
+the fsyncs of the hot path without weakening the guarantee that matters.
+
+Identity of readings: each outbox has a random ``epoch`` made when its file is created, and each reading a
+sequence number that never repeats within it (SQLite AUTOINCREMENT keeps the high-water mark even when the
+table is empty). ``(epoch, seq)`` is the id a consumer deduplicates on; a batch's message id is
+``epoch-first-last``.
+
+Bound and drop policy: ``max_bytes`` counts each reading's JSON plus ``ROW_OVERHEAD`` bytes. When a new reading
+would exceed it, the *oldest* readings not currently in flight are dropped (fresh data is worth more than old
+data after a long outage) and counted in ``dropped_readings`` / ``dropped_bytes``, which survive restarts.
+
+Disk full: a failed insert keeps the reading in a bounded memory spill (in order, sent from there if need be)
+and retries storing it before every later insert; only spill overflow drops readings, again counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 64          # bytes counted per stored reading beyond its JSON (row header, index entry)
+TELEMETRY = "telemetry"
+COUNTERS = ("stored_readings", "sent_readings", "sent_messages", "dropped_readings", "dropped_bytes",
+            "store_errors")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    props TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored reading or event, as the batcher sees it."""
+
+    seq: int
+    kind: str
+    body: str
+    props: Mapping[str, str] | None
+    created: float
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + ROW_OVERHEAD
+
+
+@dataclass
+class Stats:
+    depth: int = 0                 # readings waiting (stored or spilled, including in flight)
+    bytes: int = 0                 # their counted size
+    in_flight: int = 0
+    spilled: int = 0               # held in memory because the disk refused them
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+
+    def as_dict(self) -> dict:
+        return {"depth": self.depth, "bytes": self.bytes, "in_flight": self.in_flight, "spilled": self.spilled,
+                **self.counters}
+
+
+class OutboxError(RuntimeError):
+    """The outbox file cannot be opened (wrong path, not a database, permissions)."""
+
+
+class Outbox:
+    """SQLite-backed FIFO of readings. Blocking methods are thread-safe; ``a*`` methods run them off the loop."""
+
+    def __init__(self, path: str | Path, max_bytes: int, *, spill_max: int = 20_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.spill_max = spill_max
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        self.epoch = ""
+        self._next_seq = 1
+        self._cursor = 0                    # highest seq handed to a batch so far
+        self._in_flight: dict[int, int] = {}    # seq -> size
+        self._spill: collections.deque[Item] = collections.deque()
+        self._sizes_total = 0
+        self._depth = 0
+        self._oldest_unclaimed: float | None = None
+        self._unclaimed_bytes = 0
+        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._disk_full_logged = False
+        self._retry: list[list[Item]] = []      # batches given back by release(), served first
+        self._released: set[int] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def open(self) -> Outbox:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"cannot open the outbox {self.path}: {exc}; move the file aside (it will be "
+                              "recreated) or set telemetry.outbox_path to a writable location") from exc
+        except OSError as exc:
+            raise OutboxError(f"cannot create the outbox directory for {self.path}: {exc.strerror}; "
+                              "check device.state_dir and its permissions") from exc
+        self._db = db
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "epoch" not in meta:
+            meta["epoch"] = uuid.uuid4().hex[:16]
+            db.execute("INSERT INTO meta(key, value) VALUES ('epoch', ?)", (meta["epoch"],))
+        self.epoch = meta["epoch"]
+        for name in COUNTERS:
+            self._counters[name] = int(meta.get(name, 0) or 0)
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+        high = db.execute("SELECT COALESCE(MAX(seq), 0), COUNT(*), COALESCE(SUM(LENGTH(body)), 0), MIN(created) "
+                          "FROM readings").fetchone()
+        self._next_seq = max(row[0] if row else 0, high[0]) + 1
+        self._depth = high[1]
+        self._sizes_total = high[2] + ROW_OVERHEAD * high[1]
+        self._unclaimed_bytes = self._sizes_total
+        self._oldest_unclaimed = high[3]
+        return self
+
+    def close(self) -> None:
+        """Store what the spill holds if the disk allows, checkpoint the WAL and close."""
+        with self._lock:
+            if self._db is None:
+                return
+            self._flush_spill()
+            if self._spill:
+                log.error("outbox closing with %d readings that could not be stored (disk full): they are lost",
+                          len(self._spill))
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError as exc:
+                log.warning("outbox checkpoint at close failed: %s", exc)
+            self._db.close()
+            self._db = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __enter__(self) -> Outbox:
+        return self.open() if self._db is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing ---------------------------------------------------------------------------------------------
+
+    def add(self, body: str, kind: str = TELEMETRY, props: Mapping[str, str] | None = None) -> int:
+        """Store one reading (a JSON object text); returns its sequence number."""
+        return self.add_many([body], kind, props)[0]
+
+    def add_many(self, bodies: Iterable[str], kind: str = TELEMETRY,
+                 props: Mapping[str, str] | None = None) -> list[int]:
+        """Store several readings in one transaction (one fsync)."""
+        now = self.clock()
+        props_text = json.dumps(dict(props), separators=(",", ":")) if props else None
+        with self._lock:
+            items = []
+            for body in bodies:
+                if not body.startswith("{"):
+                    raise ValueError("an outbox body must be a JSON object text")
+                items.append(Item(self._next_seq, kind, body, dict(props) if props else None, now))
+                self._next_seq += 1
+            incoming = sum(i.size for i in items)
+            self._make_room(incoming)
+            self._flush_spill()
+            if self._spill or not self._insert(items, props_text):
+                self._spill.extend(items)
+                self._trim_spill()
+            for item in items:
+                self._account_new(item)
+            self._counters["stored_readings"] += len(items)
+            return [i.seq for i in items]
+
+    def _insert(self, items: list[Item], props_text: str | None = None) -> bool:
+        assert self._db is not None, "outbox is not open"
+        try:
+            with _transaction(self._db, durable=True):
+                self._db.executemany(
+                    "INSERT INTO readings(seq, kind, body, props, created) VALUES (?, ?, ?, ?, ?)",
+                    [(i.seq, i.kind, i.body,
+                      props_text if props_text is not None else (json.dumps(i.props) if i.props else None),
+                      i.created) for i in items])
+        except sqlite3.OperationalError as exc:
+            self._counters["store_errors"] += 1
+            if not self._disk_full_logged:
+                log.error("outbox %s cannot store readings (%s); holding up to %d in memory until space returns",
+                          self.path, exc, self.spill_max)
+                self._disk_full_logged = True
+            return False
+        if self._disk_full_logged:
+            log.warning("outbox %s stores readings again", self.path)
+            self._disk_full_logged = False
+        return True
+
+    def _flush_spill(self) -> None:
+        while self._spill:
+            chunk = list(self._spill)[:500]
+            if not self._insert(chunk):
+                return
+            for _ in chunk:
+                self._spill.popleft()
+
+    def _trim_spill(self) -> None:
+        while len(self._spill) > self.spill_max:
+            victim = self._spill.popleft()
+            if victim.seq in self._in_flight:
+                self._spill.append(victim)     # keep in-flight ones; their PUBACK will remove them
+                continue
+            self._forget(victim.seq, victim.size, dropped=True)
+
+    def _account_new(self, item: Item) -> None:
+        self._depth += 1
+        self._sizes_total += item.size
+        self._unclaimed_bytes += item.size
+        if self._oldest_unclaimed is None:
+            self._oldest_unclaimed = item.created
+
+    def _make_room(self, incoming: int) -> None:
+        """Drop the oldest readings not in flight until ``incoming`` more bytes fit under the bound."""
+        excess = self._sizes_total + incoming - self.max_bytes
+        if excess <= 0:
+            return
+        assert self._db is not None
+        victims: list[tuple[int, int]] = []
+        freed = 0
+        after = 0
+        while freed < excess:
+            rows = self._db.execute("SELECT seq, LENGTH(body) FROM readings WHERE seq > ? ORDER BY seq LIMIT 512",
+                                    (after,)).fetchall()
+            if not rows:
+                break
+            for seq, length in rows:
+                after = seq
+                if seq in self._in_flight:
+                    continue
+                victims.append((seq, length + ROW_OVERHEAD))
+                freed += length + ROW_OVERHEAD
+                if freed >= excess:
+                    break
+        try:
+            with _transaction(self._db, durable=False):
+                self._db.executemany("DELETE FROM readings WHERE seq = ?", [(s,) for s, _ in victims])
+        except sqlite3.OperationalError as exc:
+            log.error("outbox cannot drop old readings to make room: %s", exc)
+            victims = []
+        for seq, size in victims:
+            self._forget(seq, size, dropped=True)
+        if victims:
+            log.warning("outbox full (%d bytes bound): dropped the %d oldest readings", self.max_bytes, len(victims))
+            self._persist_counters()
+        if freed < excess:   # the database alone could not make room: the spill's oldest go next
+            while self._spill and self._sizes_total + incoming > self.max_bytes:
+                victim = self._spill.popleft()
+                self._forget(victim.seq, victim.size, dropped=True)
+
+    def _forget(self, seq: int, size: int, *, dropped: bool) -> None:
+        self._depth -= 1
+        self._sizes_total -= size
+        if seq > self._cursor or seq in self._released:
+            self._unclaimed_bytes -= size
+        self._released.discard(seq)
+        if dropped:
+            self._counters["dropped_readings"] += 1
+            self._counters["dropped_bytes"] += size - ROW_OVERHEAD
+
+    # ---- reading and acknowledging ---------------------------------------------------------------------------
+
+    def claim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
+              cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
+        """The next readings in order, marked in flight: at least one, and as many as fit ``max_bytes``.
+
+        ``base`` + the sum of ``cost(item)`` is kept within ``max_bytes``, so the caller decides what a reading
+        costs once packed. Telemetry readings come together; any other kind (events) comes alone, so it can
+        be sent with its own properties.
+        """
+        with self._lock:
+            assert self._db is not None, "outbox is not open"
+            while self._retry:
+                batch = [i for i in self._retry.pop(0) if i.seq in self._released]
+                if batch:
+                    for item in batch:
+                        self._released.discard(item.seq)
+                        self._in_flight[item.seq] = item.size
+                        self._unclaimed_bytes -= item.size
+                    return batch
+            rows = self._db.execute("SELECT seq, kind, body, props, created FROM readings WHERE seq > ? "
+                                    "ORDER BY seq LIMIT ?", (self._cursor, min(max_items, 1024))).fetchall()
+            candidates = [Item(s, k, b, json.loads(p) if p else None, c) for s, k, b, p, c in rows]
+            candidates += [i for i in self._spill if i.seq > self._cursor]
+            batch: list[Item] = []
+            used = base
+            for item in candidates:
+                if batch and (item.kind != TELEMETRY or batch[0].kind != TELEMETRY):
+                    break
+                if batch and used + cost(item) > max_bytes:
+                    break
+                batch.append(item)
+                used += cost(item)
+                if len(batch) >= max_items:
+                    break
+            for item in batch:
+                self._in_flight[item.seq] = item.size
+                self._unclaimed_bytes -= item.size
+                self._cursor = item.seq
+            self._oldest_unclaimed = self._next_unclaimed_created()
+            return batch
+
+    def _next_unclaimed_created(self) -> float | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT created FROM readings WHERE seq > ? ORDER BY seq LIMIT 1",
+                               (self._cursor,)).fetchone()
+        if row:
+            return row[0]
+        spilled = [i.created for i in self._spill if i.seq > self._cursor]
+        return spilled[0] if spilled else None
+
+    def ack(self, seqs: Iterable[int], messages: int = 1) -> None:
+        """IoT Hub acknowledged these readings: remove them for good."""
+        seqs = list(seqs)
+        with self._lock:
+            assert self._db is not None, "outbox is not open"
+            spilled = {i.seq for i in self._spill}
+            stored = [(s,) for s in seqs if s not in spilled]
+            self._counters["sent_readings"] += len(seqs)
+            self._counters["sent_messages"] += messages
+            try:
+                with _transaction(self._db, durable=False):
+                    self._db.executemany("DELETE FROM readings WHERE seq = ?", stored)
+                    self._write_counters()
+            except sqlite3.OperationalError as exc:
+                # Not deleting only means a redelivery after a restart; the reading is not lost.
+                log.error("outbox cannot remove sent readings (%s); they may be sent again after a restart", exc)
+            if spilled:
+                self._spill = collections.deque(i for i in self._spill if i.seq not in set(seqs))
+            for seq in seqs:
+                size = self._in_flight.pop(seq, None)
+                if size is not None:
+                    self._depth -= 1
+                    self._sizes_total -= size
+
+    def release(self, batch: list[Item]) -> None:
+        """A claimed batch was not sent and its claimer gives up on it: claim() hands it out again first."""
+        with self._lock:
+            batch = [i for i in batch if i.seq in self._in_flight]
+            if not batch:
+                return
+            for item in batch:
+                self._unclaimed_bytes += self._in_flight.pop(item.seq)
+                self._released.add(item.seq)
+            self._retry.append(batch)
+            self._retry.sort(key=lambda b: b[0].seq)
+
+    def pending(self) -> tuple[int, float | None]:
+        """(bytes not yet claimed, creation time of the oldest unclaimed reading)."""
+        with self._lock:
+            return self._unclaimed_bytes, self._oldest_unclaimed
+
+    def stats(self) -> Stats:
+        with self._lock:
+            return Stats(depth=self._depth, bytes=self._sizes_total, in_flight=len(self._in_flight),
+                         spilled=len(self._spill), counters=dict(self._counters))
+
+    def _write_counters(self) -> None:
+        assert self._db is not None
+        self._db.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value=excluded.value", list(self._counters.items()))
+
+    def _persist_counters(self) -> None:
+        try:
+            with _transaction(self._db, durable=False):
+                self._write_counters()
+        except sqlite3.OperationalError as exc:
+            log.warning("outbox counters not saved: %s", exc)
+
+    # ---- the same, off the event loop ------------------------------------------------------------------------
+
+    async def _run(self, fn, *args):
+        if self._executor is None:
+            # One thread: SQLite calls stay serialized and in order, and fsyncs never block the event loop.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-outbox")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def aadd_many(self, bodies: list[str], kind: str = TELEMETRY,
+                        props: Mapping[str, str] | None = None) -> list[int]:
+        return await self._run(self.add_many, bodies, kind, props)
+
+    async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
+                     cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
+        return await self._run(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
+
+    async def aack(self, seqs: list[int], messages: int = 1) -> None:
+        await self._run(self.ack, seqs, messages)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT with the synchronous level the operation needs."""
+
+    def __init__(self, db: sqlite3.Connection | None, *, durable: bool) -> None:
+        assert db is not None, "outbox is not open"
+        self.db = db
+        self.durable = durable
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.DatabaseError:
+                self.db.execute("ROLLBACK")
+                raise
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass
