@@ -23,7 +23,7 @@ from agent.identity.secure_files import read_text
 from agent.identity.trust import TrustStore
 
 __all__ = ["ConfigurationError", "HubCredentials", "IdentityError", "ProvisioningError", "TrustError",
-           "describe_connect_failure", "is_auth_failure", "resolve", "trust_store"]
+           "describe_connect_failure", "is_auth_failure", "resolve", "rotate_symmetric_key", "trust_store"]
 
 
 def trust_store(config: Any, state_dir: Path) -> TrustStore:
@@ -127,6 +127,36 @@ def _resolve_dps(config: Any, state_dir: Path, force: bool) -> HubCredentials:
         return HubCredentials(cached.hostname, cached.device_id, sign=key_signer(base64.b64decode(key_b64)),
                               source=method)
     return HubCredentials(cached.hostname, cached.device_id, x509=files, source=method)
+
+
+def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str) -> None:
+    """Switch a symmetric identity to ``new_key_b64`` once DPS has accepted it; the old key is kept aside.
+
+    DPS answers only if the enrollment already carries the new key, so a wrong or premature key is refused
+    here (ProvisioningError) and the current key stays in use.
+    """
+    from agent.identity import dps
+    from agent.identity.keys import check_key_b64, install_rotated_key
+
+    state_dir = Path(state_dir)
+    ident = config.identity
+    if ident.method != "symmetric":
+        raise ConfigurationError(f"key rotation with a new key needs a symmetric identity, not {ident.method!r}")
+    if not isinstance(new_key_b64, str):
+        raise ConfigurationError("the new device key must be a base64 string")
+    check_key_b64(new_key_b64, "the new device key")
+    current, _ = device_key(config, state_dir)
+    if new_key_b64.strip() == current:
+        raise ConfigurationError("the new device key is the key already in use", "send the enrollment's new key")
+    ca_pem = None
+    if ident.provisioning_ca_file:
+        ca_pem = read_text(ident.provisioning_ca_file, "identity.provisioning_ca_file",
+                           "point it at the PEM root CA of the provisioning service, or leave it empty")
+    dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
+                 registration_id=registration_id(config), symmetric_key=new_key_b64.strip(), ca_pem=ca_pem,
+                 timeout_s=max(60.0, 2 * float(config.hub.connect_timeout_s)))
+    install_rotated_key(state_dir, new_key_b64, current)
+    cache.forget(state_dir)
 
 
 def _with_route_and_trust(creds: HubCredentials, config: Any, state_dir: Path) -> HubCredentials:
