@@ -11,10 +11,16 @@ batch stays within ``batch_max_bytes`` (a single reading larger than that goes a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from agent.outbox import TELEMETRY, Item
+from agent.outbox import TELEMETRY, Item, Outbox
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "roost.telemetry.v1"
 CONTENT_TYPE = "application/json"
@@ -85,3 +91,107 @@ def envelope_size(epoch: str) -> int:
 def packed_cost(item: Item) -> int:
     """What one stored reading adds to a packed message."""
     return len(item.body) + item_overhead(item.seq)
+
+
+class Sender(Protocol):
+    """What the forwarder needs from the uplink (agent.uplink.HubUplink satisfies it)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> bool: ...
+
+    async def send(self, body: bytes, *, message_id: str, properties: Mapping[str, str],
+                   content_type: str = ..., content_encoding: str = ...) -> None: ...
+
+
+class Forwarder:
+    """Moves batches from the outbox to the uplink: in order, several in flight, each removed only on PUBACK.
+
+    A partly filled batch waits at most ``batch_max_delay_s`` for company, measured from its oldest reading;
+    a backlog (after an outage) is claimed in full batches back to back, ``max_in_flight`` at a time, while
+    new readings keep joining the end of the queue. A batch that fails is retried by the same worker after
+    the uplink is back, so nothing is skipped and order is kept within the in-flight window.
+    """
+
+    def __init__(self, outbox: Outbox, uplink: Sender, *, batch_max_bytes: int, batch_max_delay_s: float,
+                 max_in_flight: int, clock: Callable[[], float] = time.time) -> None:
+        self.outbox = outbox
+        self.uplink = uplink
+        self.batch_max_bytes = batch_max_bytes
+        self.batch_max_delay_s = batch_max_delay_s
+        self.max_in_flight = max_in_flight
+        self.clock = clock
+        self.flushing = False        # at shutdown: send partial batches at once
+        self.retries = 0
+        self.billed_units = 0
+        self._wakeup = asyncio.Event()
+        self._claim_lock = asyncio.Lock()
+        self._stopping = False
+
+    def notify(self) -> None:
+        """New readings are in the outbox."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        workers = [asyncio.create_task(self._worker(n), name=f"roost-forwarder-{n}")
+                   for n in range(self.max_in_flight)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def _worker(self, n: int) -> None:
+        while not self._stopping:
+            if not self.uplink.connected:
+                await self.uplink.wait_connected(timeout=1.0)
+                continue
+            items = await self._next_batch()
+            if not items:
+                continue
+            batch = build(self.outbox.epoch, items)
+            while True:
+                try:
+                    await self.uplink.send(batch.body, message_id=batch.message_id, properties=batch.properties,
+                                           content_type=CONTENT_TYPE, content_encoding=CONTENT_ENCODING)
+                    break
+                except ConnectionError as exc:
+                    self.retries += 1
+                    log.debug("batch %s waits for the hub: %s", batch.message_id, exc)
+                    if self._stopping:
+                        self.outbox.release(list(items))
+                        return
+                    await self.uplink.wait_connected(timeout=1.0)
+            self.billed_units += batch.billed_units
+            await self.outbox.aack(batch.seqs)
+
+    async def _next_batch(self) -> list[Item]:
+        """Wait until a batch is worth sending, then claim it (one worker decides and claims at a time)."""
+        async with self._claim_lock:
+            while not self._stopping:
+                json_bytes, count, oldest = self.outbox.pending()
+                if count:
+                    estimate = envelope_size(self.outbox.epoch) + json_bytes + count * item_overhead(
+                        self.outbox.next_seq)
+                    age = self.clock() - oldest if oldest is not None else 0.0
+                    wait_s = self.batch_max_delay_s - age
+                    if estimate >= self.batch_max_bytes or wait_s <= 0 or self.flushing:
+                        return await aclaim(self.outbox, self.outbox.epoch, self.batch_max_bytes)
+                    # A clock stepped backwards makes age negative: never wait longer than the delay itself.
+                    timeout = min(wait_s, self.batch_max_delay_s)
+                else:
+                    timeout = 1.0
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
+                if not self.uplink.connected:
+                    return []
+            return []

@@ -298,6 +298,25 @@ def _parse_section(cls: type, table: Mapping[str, Any], prefix: str, base_dir: P
     return cls(**values)
 
 
+def parse_sensor_settings(table: Mapping[str, Any], base: SensorSettings | None = None,
+                          key: str = "telemetry.sensors.<id>") -> SensorSettings:
+    """Settings for one sensor from a mapping (a twin patch, a method payload) on top of ``base``.
+
+    Raises ConfigError naming each bad key; nothing changes unless every key is valid.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError([Problem(key, f"must be an object of settings, not {_type_name(table)}",
+                                   'send e.g. {"interval_s": 5}')])
+    problems: list[Problem] = []
+    parsed = _parse_section(SensorSettings, dict(table), key, None, problems)
+    if problems or parsed is None:
+        raise ConfigError(problems)
+    if base is None:
+        return parsed
+    given = {k: getattr(parsed, k) for k in table}
+    return dataclasses.replace(base, **given)
+
+
 def _parse_sensors(value: Any, path: str, base_dir: Path | None, problems: list[Problem]) -> Any:
     if not isinstance(value, dict):
         problems.append(Problem(path, f"must be a table of sensors, not {_type_name(value)}",

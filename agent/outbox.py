@@ -106,6 +106,7 @@ class Outbox:
         self._depth = 0
         self._oldest_unclaimed: float | None = None
         self._unclaimed_bytes = 0
+        self._unclaimed_n = 0
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._disk_full_logged = False
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
@@ -141,6 +142,7 @@ class Outbox:
         self._depth = high[1]
         self._sizes_total = high[2] + ROW_OVERHEAD * high[1]
         self._unclaimed_bytes = self._sizes_total
+        self._unclaimed_n = self._depth
         self._oldest_unclaimed = high[3]
         return self
 
@@ -168,6 +170,11 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next stored reading gets."""
+        return self._next_seq
 
     # ---- writing ---------------------------------------------------------------------------------------------
 
@@ -239,6 +246,7 @@ class Outbox:
         self._depth += 1
         self._sizes_total += item.size
         self._unclaimed_bytes += item.size
+        self._unclaimed_n += 1
         if self._oldest_unclaimed is None:
             self._oldest_unclaimed = item.created
 
@@ -285,6 +293,7 @@ class Outbox:
         self._sizes_total -= size
         if seq > self._cursor or seq in self._released:
             self._unclaimed_bytes -= size
+            self._unclaimed_n -= 1
         self._released.discard(seq)
         if dropped:
             self._counters["dropped_readings"] += 1
@@ -309,6 +318,7 @@ class Outbox:
                         self._released.discard(item.seq)
                         self._in_flight[item.seq] = item.size
                         self._unclaimed_bytes -= item.size
+                        self._unclaimed_n -= 1
                     return batch
             rows = self._db.execute("SELECT seq, kind, body, props, created FROM readings WHERE seq > ? "
                                     "ORDER BY seq LIMIT ?", (self._cursor, min(max_items, 1024))).fetchall()
@@ -328,6 +338,7 @@ class Outbox:
             for item in batch:
                 self._in_flight[item.seq] = item.size
                 self._unclaimed_bytes -= item.size
+                self._unclaimed_n -= 1
                 self._cursor = item.seq
             self._oldest_unclaimed = self._next_unclaimed_created()
             return batch
@@ -373,14 +384,16 @@ class Outbox:
                 return
             for item in batch:
                 self._unclaimed_bytes += self._in_flight.pop(item.seq)
+                self._unclaimed_n += 1
                 self._released.add(item.seq)
             self._retry.append(batch)
             self._retry.sort(key=lambda b: b[0].seq)
 
-    def pending(self) -> tuple[int, float | None]:
-        """(bytes not yet claimed, creation time of the oldest unclaimed reading)."""
+    def pending(self) -> tuple[int, int, float | None]:
+        """(JSON bytes not yet claimed, how many readings that is, creation time of the oldest of them)."""
         with self._lock:
-            return self._unclaimed_bytes, self._oldest_unclaimed
+            count = self._unclaimed_n
+            return self._unclaimed_bytes - ROW_OVERHEAD * count, count, self._oldest_unclaimed
 
     def stats(self) -> Stats:
         with self._lock:
