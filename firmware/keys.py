@@ -1,0 +1,147 @@
+"""Signing keys: Ed25519 (default) and ECDSA P-256, PEM files, key ids and the trusted-key directory.
+
+A key id is the first 16 bytes (hex) of SHA-256 over the public key's DER SubjectPublicKeyInfo, so the same key
+has the same id on the build machine and on every device, whatever the file is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from firmware.errors import KeyFileError
+
+ALGORITHMS = ("ed25519", "ecdsa-p256")
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def generate(algorithm: str = "ed25519") -> PrivateKey:
+    """A new private key of ``algorithm`` ("ed25519" or "ecdsa-p256")."""
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise KeyFileError(f"unknown key algorithm {algorithm!r}; use one of: {', '.join(ALGORITHMS)}")
+
+
+def algorithm_of(key: PrivateKey | PublicKey) -> str:
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ecdsa-p256"
+    raise KeyFileError(f"unsupported key type {type(key).__name__}; roost signs with Ed25519 or ECDSA P-256")
+
+
+def key_id(key: PrivateKey | PublicKey) -> str:
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:32]
+
+
+def write_private(key: PrivateKey, path: Path) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM, mode 0600, refusing to overwrite an existing file."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        # O_EXCL: never clobber a key; the mode is set at creation so the secret is never world-readable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; move it away or choose another name") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o600)  # in case the umask or an ACL widened it
+
+
+def write_public(key: PrivateKey | PublicKey, path: Path) -> None:
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; move it away or choose another name") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def load_private(path: Path) -> PrivateKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key ({exc}); "
+                           "create one with `roost keys generate`") from None
+    algorithm_of(key)
+    return key  # type: ignore[return-value]
+
+
+def load_public(path: Path) -> PublicKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not a PEM public key ({exc})") from None
+    algorithm_of(key)
+    return key  # type: ignore[return-value]
+
+
+def sign(key: PrivateKey, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        else:
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    key_id: str
+    algorithm: str
+    public_key: PublicKey
+    path: Path
+
+
+def load_trusted(directory: Path) -> dict[str, TrustedKey]:
+    """Every ``*.pem`` / ``*.pub`` public key in ``directory``, by key id.
+
+    Rotation is a file operation: drop the new key's public half in, ship bundles signed by both keys, then
+    remove the old one. A private key found here is an error, because it would mean the signing secret is
+    sitting on the device.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise KeyFileError(f"trusted key directory {directory} does not exist; create it and copy the release "
+                           "public keys (from `roost keys generate`) into it")
+    trusted: dict[str, TrustedKey] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix not in (".pem", ".pub") or not path.is_file():
+            continue
+        if b"PRIVATE KEY" in path.read_bytes()[:200]:
+            raise KeyFileError(f"{path} is a private key; only public keys belong in the trusted key directory")
+        key = load_public(path)
+        kid = key_id(key)
+        trusted[kid] = TrustedKey(kid, algorithm_of(key), key, path)
+    return trusted
