@@ -1,0 +1,132 @@
+"""Install -> trial boot -> commit or rollback -> golden, on each of the three boot backends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fwrig import Rig
+
+from firmware.errors import PolicyError, StateError
+from firmware.state import BAD, GOOD
+
+BACKENDS = ["emulated", "rpi-tryboot", "uboot"]
+
+
+@pytest.fixture(params=BACKENDS)
+def rig(request, tmp_path) -> Rig:
+    return Rig(tmp_path, request.param)
+
+
+def state_of(rig: Rig) -> dict:
+    return json.loads((rig.config.state_dir / "update" / "state.json").read_text())
+
+
+def test_healthy_update_is_committed(rig):
+    bundle = rig.bundle("2.0", security_version=3)
+    result = rig.engine().install(str(bundle), reboot=True)
+    assert result.slot == "b"
+    assert rig.board.reboots == [True]
+    outcome, report = rig.settle()
+    assert (outcome.slot, outcome.image["version"]) == ("b", "2.0")
+    assert report.mode == "normal"
+    status = rig.engine().status()
+    assert status["booted_slot"] == "b" and status["primary_slot"] == "b"
+    assert status["slots"]["b"]["status"] == GOOD and status["security_version_floor"] == 3
+    assert status["last_result"]["result"] == "committed"
+    # later boots stay on the new slot
+    assert rig.power_on().slot == "b"
+
+
+def test_unhealthy_update_rolls_back_and_is_not_retried(rig):
+    bundle = rig.bundle("2.0-broken", healthy=False)
+    rig.engine().install(str(bundle), reboot=True)
+    outcome, report = rig.settle()
+    assert (outcome.slot, outcome.image["version"]) == ("a", "1.0")
+    assert report.mode == "normal"
+    status = rig.engine().status()
+    assert status["slots"]["b"]["status"] == BAD
+    assert status["last_result"]["result"] == "rolled-back"
+    assert "health checks failed" in status["last_result"]["detail"]
+    # ADU issue 460: the same failed bundle must not loop
+    with pytest.raises(PolicyError, match="already failed a trial boot"):
+        rig.engine().install(str(bundle))
+
+
+def test_hung_trial_falls_back_after_watchdog_reset(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    trial = rig.board.power_on()
+    assert trial.trial and trial.slot == "b"
+    # the new system hangs before its agent runs: the watchdog resets the board
+    outcome, report = rig.settle()
+    assert outcome.slot == "a" and report.mode == "normal"
+    assert state_of(rig)["slots"]["b"]["status"] == BAD
+    assert "did not come up" in state_of(rig)["last_result"]["detail"]
+
+
+def test_second_update_after_commit_uses_the_other_slot(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    rig.settle()
+    result = rig.engine().install(str(rig.bundle("3.0", security_version=2)), reboot=True)
+    assert result.slot == "a"
+    outcome, _ = rig.settle()
+    assert (outcome.slot, outcome.image["version"]) == ("a", "3.0")
+
+
+def test_repeated_failures_end_in_golden_image_which_accepts_a_good_bundle(rig):
+    for n in range(3):
+        rig.engine().install(str(rig.bundle(f"2.{n}-broken", healthy=False)), reboot=True)
+        outcome, report = rig.settle()
+    assert outcome.slot == "golden" and report.mode == "golden"
+    assert state_of(rig)["failed_trials"] == 3
+    # the golden image reports and waits; a good bundle brings the device back to slot a
+    result = rig.engine().install(str(rig.bundle("3.0")), reboot=True)
+    assert result.slot == "a"
+    outcome, report = rig.settle()
+    assert (outcome.slot, outcome.image["version"], report.mode) == ("a", "3.0", "normal")
+    assert state_of(rig)["failed_trials"] == 0
+
+
+def test_installing_the_running_bundle_again_is_a_no_op(rig):
+    bundle = rig.bundle("2.0")
+    rig.engine().install(str(bundle), reboot=True)
+    rig.settle()
+    before = rig.digest("a")
+    result = rig.engine().install(str(bundle))
+    assert result.already_installed and result.slot == "b"
+    assert rig.digest("a") == before and rig.board.reboots == [True]
+
+
+def test_mark_good_outside_a_trial_is_refused(rig):
+    with pytest.raises(StateError, match="nothing to mark good"):
+        rig.engine().mark_good()
+
+
+def test_manual_rollback_to_the_previous_committed_slot(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    rig.settle()
+    assert rig.engine().rollback("operator asked", reboot=True) == "a"
+    outcome, report = rig.settle()
+    assert (outcome.slot, outcome.image["version"], report.mode) == ("a", "1.0", "normal")
+
+
+def test_boot_is_idempotent_while_armed(rig):
+    rig.engine().install(str(rig.bundle("2.0")))          # armed, not rebooted yet
+    first = rig.engine().boot()
+    second = rig.engine().boot()
+    assert first.mode == second.mode == "armed"
+    assert state_of(rig)["pending"]["phase"] == "armed"
+
+
+def test_cancel_an_armed_trial(rig):
+    rig.engine().install(str(rig.bundle("2.0")))
+    assert rig.engine().rollback("changed my mind") == "a"
+    outcome, report = rig.settle()
+    assert outcome.slot == "a" and report.mode == "normal" and not outcome.trial
+
+
+def test_golden_bundle_goes_to_the_golden_slot_without_trial(rig):
+    result = rig.engine().install(str(rig.bundle("golden-2", golden=True)))
+    assert result.slot == "golden"
+    assert state_of(rig)["slots"]["golden"]["status"] == GOOD and state_of(rig)["pending"] is None
+    assert rig.board.reboots == []
