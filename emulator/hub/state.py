@@ -765,6 +765,7 @@ class Registration:
     error_code: int | None = None
     error_message: str | None = None
     payload: Any = None
+    extra: dict = field(default_factory=dict)   # registrationState fields an attestation adds (TPM: hub key)
 
 
 _DPS_SCHEMA = """

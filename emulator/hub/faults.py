@@ -1,0 +1,126 @@
+"""Quotas, throttling and injected faults of one emulated hub.
+
+Throttling follows the real service: when devices send faster than the configured rate IoT Hub does not
+reject messages, it slows down acknowledgements (back-pressure), so a client with 20 messages in flight
+simply gets slower. The daily quota, in contrast, is a hard limit: once today's 4 KB message units are used
+up, a device that sends is disconnected (IoT Hub error 403002, IotHubQuotaExceeded). Connection attempts
+above the configured rate are refused with CONNACK 3 (server unavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; time from a monotonic clock."""
+
+    def __init__(self, rate: float, burst: float | None = None, monotonic=time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self.tokens = self.burst
+        self.monotonic = monotonic
+        self.stamp = monotonic()
+
+    def _refill(self) -> None:
+        now = self.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def try_take(self) -> bool:
+        self._refill()
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait_time(self) -> float:
+        """Take a token, returning how long the caller must wait for it to be earned (0 if available)."""
+        self._refill()
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+@dataclass
+class Quotas:
+    """Limits of one hub; None means unlimited. Change fields at run time (effective on next use)."""
+
+    d2c_per_second: float | None = None
+    d2c_burst: int | None = None
+    daily_message_units: int | None = None
+    connections_per_second: float | None = None
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    _d2c: TokenBucket | None = field(default=None, repr=False)
+    _connects: TokenBucket | None = field(default=None, repr=False)
+
+    async def d2c_permit(self) -> bool:
+        """Wait until one more device-to-cloud message may be acknowledged; True when it was throttled."""
+        if not self.d2c_per_second:
+            return False
+        if self._d2c is None or self._d2c.rate != self.d2c_per_second:
+            self._d2c = TokenBucket(self.d2c_per_second, self.d2c_burst)
+        wait = self._d2c.wait_time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            return True
+        return False
+
+    def connection_permitted(self) -> bool:
+        if not self.connections_per_second:
+            return True
+        if self._connects is None or self._connects.rate != self.connections_per_second:
+            self._connects = TokenBucket(self.connections_per_second)
+        return self._connects.try_take()
+
+
+@dataclass
+class Faults:
+    """Faults injected into one hub, keyed by device id (``None`` = every device where it makes sense)."""
+
+    withheld_pubacks: dict[str, int] = field(default_factory=dict)
+    delays: dict[str | None, float] = field(default_factory=dict)
+    _hub: object = field(default=None, repr=False)
+
+    def drop(self, device_id: str) -> bool:
+        """Close the device's connection now, as a network failure would; False if it is not connected."""
+        return self._hub.disconnect(device_id, "connection dropped by fault injection")  # type: ignore[attr-defined]
+
+    def withhold_puback(self, device_id: str, count: int = 1) -> None:
+        """Store but do not acknowledge the device's next ``count`` telemetry messages."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        self.withheld_pubacks[device_id] = self.withheld_pubacks.get(device_id, 0) + count
+
+    def delay(self, device_id: str | None, seconds: float) -> None:
+        """Delay every reply (PUBACK, twin and method traffic) to one device, or to all with None; 0 clears."""
+        if seconds < 0:
+            raise ValueError("a delay cannot be negative")
+        if seconds:
+            self.delays[device_id] = seconds
+        else:
+            self.delays.pop(device_id, None)
+
+    def expire_token(self, device_id: str) -> bool:
+        """Disconnect the device as if its SAS token expired (it must reconnect with a fresh one)."""
+        return self._hub.disconnect(device_id, "SAS token expired (fault injection)")  # type: ignore[attr-defined]
+
+    def clear(self) -> None:
+        self.withheld_pubacks.clear()
+        self.delays.clear()
+
+    def delay_for(self, device_id: str) -> float:
+        return self.delays.get(device_id, self.delays.get(None, 0.0))
+
+    def take_withheld(self, device_id: str) -> bool:
+        left = self.withheld_pubacks.get(device_id, 0)
+        if not left:
+            return False
+        if left == 1:
+            del self.withheld_pubacks[device_id]
+        else:
+            self.withheld_pubacks[device_id] = left - 1
+        return True

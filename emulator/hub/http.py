@@ -1,0 +1,161 @@
+"""A minimal asyncio HTTP/1.1 server for the emulator's REST endpoints (JSON in, JSON out).
+
+Enough for SDK-style clients: Content-Length bodies (no chunked uploads), keep-alive, size limits. A
+handler gets a :class:`Request` and returns a :class:`Response`; raising :class:`HttpError` answers with
+that status and an IoT-style ``{"errorCode", "message"}`` body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from cryptography import x509
+
+from emulator.hub import tls
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, error_code: int | None = None, body: dict | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_code = error_code or status * 1000
+        self.body = body
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]          # lower-case names
+    body: bytes = field(repr=False)
+    client_chain: list[x509.Certificate] = field(default_factory=list)
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise HttpError(400, f"request body is not valid JSON: {exc}", 400001) from None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None                 # dict/list -> JSON, bytes as is, None -> empty
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self, keep_alive: bool) -> bytes:
+        if isinstance(self.body, bytes | bytearray):
+            payload = bytes(self.body)
+        elif self.body is None:
+            payload = b""
+        else:
+            payload = json.dumps(self.body).encode()
+            self.headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        reason = HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else "Status"
+        lines = [f"HTTP/1.1 {self.status} {reason}", f"Content-Length: {len(payload)}",
+                 f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def _read_request(reader: asyncio.StreamReader, chain: list[x509.Certificate]) -> Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise HttpError(400, "request ended inside its headers") from None
+        return None
+    except asyncio.LimitOverrunError:
+        raise HttpError(431, f"request headers exceed {MAX_HEADER_BYTES} bytes") from None
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise HttpError(400, f"malformed request line {lines[0][:80]!r}") from None
+    if not version.startswith("HTTP/1."):
+        raise HttpError(505, f"{version[:20]} is not supported; use HTTP/1.1")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise HttpError(400, f"malformed header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        raise HttpError(411, "chunked request bodies are not supported; send Content-Length")
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        raise HttpError(400, "Content-Length is not a number") from None
+    if length < 0 or length > MAX_BODY_BYTES:
+        raise HttpError(413, f"request body of {length} bytes exceeds {MAX_BODY_BYTES}")
+    body = await reader.readexactly(length) if length else b""
+    url = urllib.parse.urlsplit(target)
+    query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+    return Request(method.upper(), urllib.parse.unquote(url.path), query, headers, body, chain)
+
+
+def _error(exc: HttpError) -> Response:
+    body = {"errorCode": exc.error_code, "message": exc.message, "trackingId": ""}
+    body.update(exc.body or {})
+    return Response(exc.status, body)
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler) -> None:
+    """Answer requests on one connection until the client closes it or an error ends it."""
+    chain = tls.peer_chain(writer.get_extra_info("ssl_object"))
+    try:
+        while True:
+            try:
+                request = await _read_request(reader, chain)
+            except HttpError as exc:
+                # The request could not be framed: answer, then close, since the stream position is unknown.
+                writer.write(_error(exc).encode(keep_alive=False))
+                await writer.drain()
+                return
+            if request is None:
+                return
+            keep_alive = request.headers.get("connection", "").lower() != "close"
+            try:
+                response = await handler(request)
+            except HttpError as exc:
+                response = _error(exc)
+            except Exception as exc:  # a handler bug must not take the server down
+                log.exception("HTTP handler failed")
+                response = Response(500, {"errorCode": 500000, "message": f"internal error: {type(exc).__name__}"})
+            writer.write(response.encode(keep_alive))
+            await writer.drain()
+            if not keep_alive:
+                return
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+        return
+    finally:
+        writer.close()
+
+
+async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext) -> asyncio.Server:
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_connection(reader, writer, handler)
+
+    return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES)

@@ -1,0 +1,292 @@
+"""The emulator process: PKI, TLS listeners, hubs, DPS and the transparent gateway, started together.
+
+Every listener speaks MQTT on port 8883 (the SDK hard-codes it) of its own address. A CONNECT is routed by
+its user name: ``{idScope}/registrations/{id}/...`` goes to DPS, ``{hub}/{device}/?...`` to the hub of that
+name. The gateway listener presents the gateway certificate chain (root -> gateway CA -> gateway) and hands
+sessions to the hub the user name names, as an IoT Edge transparent gateway relays to its parent hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from emulator.hub import codec, http
+from emulator.hub.connection import ConnectionClosed, MqttConnection
+from emulator.hub.dps import Dps
+from emulator.hub.dps_http import DpsHttpApi
+from emulator.hub.faults import Quotas
+from emulator.hub.iothub import Hub
+from emulator.hub.state import DpsState, HubState
+from emulator.hub.tls import server_context
+from emulator.pki import Pki
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MQTT_PORT = 8883
+DEFAULT_ID_SCOPE = "0ne00000001"
+CONNECT_TIMEOUT_S = 10.0
+_PACKET_OVERHEAD = 70_000  # topic (at most 65535 bytes) and header around a maximal message
+
+
+@dataclass
+class EmulatorConfig:
+    """Where the emulator listens and keeps its state.
+
+    ``address`` serves the primary hub (named ``hub_hostname``, default the address) and, unless
+    ``dps_address`` says otherwise, DPS. ``extra_hubs`` adds hubs for DPS allocation; each entry is an address
+    that is also the hub's host name. The gateway listens on ``gateway_address`` with a certificate naming
+    ``gateway_hostnames`` (default: the gateway address).
+    """
+
+    state_dir: Path
+    address: str = "127.0.0.1"
+    hub_hostname: str | None = None
+    extra_hubs: list[str] = field(default_factory=list)
+    dps_address: str | None = None
+    dps_https_port: int = 8443
+    id_scope: str = DEFAULT_ID_SCOPE
+    gateway_address: str | None = None
+    gateway_hostnames: list[str] | None = None
+    server_names: list[str] = field(default_factory=list)   # extra SANs for the hub/DPS certificate
+    mqtt_port: int = MQTT_PORT
+    immediate_assignment: bool = True
+    quotas: Quotas | None = None
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class _Listener:
+    address: str
+    gateway: bool
+    hubs: set[str]
+    dps: bool
+    server: asyncio.Server | None = None
+
+
+class Emulator:
+    """All of it, on the running asyncio loop: ``await start()``, ``await stop()``."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.pki = Pki(self.state_dir / "pki")
+        self.hubs: dict[str, Hub] = {}
+        self.dps: Dps | None = None
+        self._listeners: list[_Listener] = []
+        self._https: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+        self.started = False
+
+    @property
+    def hub(self) -> Hub:
+        """The primary hub."""
+        return self.hubs[self.config.hub_hostname or self.config.address]
+
+    def _layout(self) -> list[_Listener]:
+        cfg = self.config
+        primary = cfg.hub_hostname or cfg.address
+        by_address: dict[str, _Listener] = {}
+        by_address[cfg.address] = _Listener(cfg.address, False, {primary}, False)
+        for extra in cfg.extra_hubs:
+            if extra in by_address:
+                raise ValueError(f"hub address {extra} is given twice")
+            by_address[extra] = _Listener(extra, False, {extra}, False)
+        dps_address = cfg.dps_address or cfg.address
+        by_address.setdefault(dps_address, _Listener(dps_address, False, set(), False)).dps = True
+        listeners = list(by_address.values())
+        if cfg.gateway_address:
+            if cfg.gateway_address in by_address:
+                raise ValueError(f"the gateway needs an address of its own, {cfg.gateway_address} serves the hub/DPS")
+            listeners.append(_Listener(cfg.gateway_address, True, set(), False))
+        return listeners
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._listeners = self._layout()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        root = self.pki.root()
+        names = sorted({a for lst in self._listeners if not lst.gateway for a in (lst.address, *lst.hubs)}
+                       | set(cfg.server_names))
+        server_cert = self.pki.server("server", names)
+        hub_context = server_context(str(server_cert.chain_path), str(server_cert.key_path))
+        quotas = cfg.quotas
+        for lst in self._listeners:
+            for name in lst.hubs:
+                state = HubState(self.state_dir / f"hub-{name}.sqlite", cfg.clock)
+                self.hubs[name] = Hub(name, state, trusted_cas=[root.certificate], clock=cfg.clock,
+                                      quotas=quotas if name == (cfg.hub_hostname or cfg.address) and quotas else None)
+        self.dps = Dps(DpsState(self.state_dir / "dps.sqlite", cfg.clock), self.hubs, cfg.id_scope, clock=cfg.clock,
+                       immediate_assignment=cfg.immediate_assignment)
+        max_packet = max(h.quotas.max_message_bytes for h in self.hubs.values()) + _PACKET_OVERHEAD
+        try:
+            for lst in self._listeners:
+                context = hub_context
+                if lst.gateway:
+                    gateway_cert = self.pki.gateway(cfg.gateway_hostnames or [lst.address])
+                    context = server_context(str(gateway_cert.chain_path), str(gateway_cert.key_path))
+                lst.server = await asyncio.start_server(
+                    lambda r, w, listener=lst: self._on_connection(r, w, listener, max_packet),
+                    lst.address, cfg.mqtt_port, ssl=context, reuse_address=True)
+            dps_address = cfg.dps_address or cfg.address
+            self._https = await http.start_server(DpsHttpApi(self.dps), dps_address, cfg.dps_https_port,
+                                                  server_context(str(server_cert.chain_path),
+                                                                 str(server_cert.key_path)))
+        except OSError:
+            await self.stop()
+            raise
+        self.started = True
+        log.info("emulator listening: %s", self.connection_info())
+
+    @property
+    def dps_https_port(self) -> int:
+        if self._https is None:
+            return self.config.dps_https_port
+        return self._https.sockets[0].getsockname()[1]
+
+    def connection_info(self) -> dict[str, Any]:
+        """What a client needs: hub host names, DPS scope and hosts, the gateway, the root CA."""
+        cfg = self.config
+        dps_address = cfg.dps_address or cfg.address
+        root = self.pki.root()
+        info: dict[str, Any] = {
+            "hubs": sorted(self.hubs),
+            "hub": cfg.hub_hostname or cfg.address,
+            "mqtt_port": cfg.mqtt_port,
+            "dps": {"id_scope": cfg.id_scope, "host": dps_address,
+                    "https": f"https://{dps_address}:{self.dps_https_port}"},
+            "root_ca": str(root.cert_path),
+            "state_dir": str(self.state_dir),
+        }
+        if cfg.gateway_address:
+            info["gateway"] = {"address": cfg.gateway_address,
+                               "hostnames": cfg.gateway_hostnames or [cfg.gateway_address]}
+        return info
+
+    async def stop(self) -> None:
+        for lst in self._listeners:
+            if lst.server:
+                lst.server.close()
+        if self._https:
+            self._https.close()
+        for hub in self.hubs.values():
+            await hub.close_all("emulator stopping")
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        for lst in self._listeners:
+            if lst.server:
+                with contextlib.suppress(Exception):
+                    await lst.server.wait_closed()
+        for hub in self.hubs.values():
+            hub.state.close()
+        if self.dps:
+            self.dps.state.close()
+        self.started = False
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             listener: _Listener, max_packet: int) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        conn = MqttConnection(reader, writer, max_packet)
+        try:
+            await self._dispatch(conn, listener)
+        except ConnectionClosed as exc:
+            conn.close(str(exc))
+        except Exception:
+            log.exception("connection %s failed", conn.peer)
+            conn.close("internal error")
+        finally:
+            conn.close(conn.close_reason or "done")
+            self._connections.discard(task)
+
+    async def _dispatch(self, conn: MqttConnection, listener: _Listener) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                first = await conn.read()
+        except TimeoutError:
+            conn.close("no CONNECT within 10 s")
+            return
+        except codec.MalformedPacket as exc:
+            # A CONNECT from another protocol version gets CONNACK 1 (MQTT-3.1.2-2); anything else: close.
+            if "protocol name" in str(exc):
+                conn.send(codec.Connack(codec.ConnackCode.UNACCEPTABLE_PROTOCOL))
+            conn.close(f"malformed first packet: {exc}")
+            return
+        if not isinstance(first, codec.Connect):
+            conn.close(f"first packet is {type(first).__name__}, not CONNECT")  # MQTT-3.1.0-1
+            return
+        if first.protocol_level != 4:
+            conn.send(codec.Connack(codec.ConnackCode.UNACCEPTABLE_PROTOCOL))
+            conn.close(f"MQTT protocol level {first.protocol_level} (only 3.1.1, level 4)")
+            return
+        conn.keep_alive = first.keep_alive
+        username = first.username or ""
+        parts = username.split("/")
+        if len(parts) >= 3 and parts[1] == "registrations":
+            if self.dps is None or not listener.dps:
+                conn.send(codec.Connack(codec.ConnackCode.NOT_AUTHORIZED))
+                conn.close("DPS is not served on this address")
+                return
+            await self.dps.serve_mqtt(conn, first)
+            return
+        hub = self.hubs.get(parts[0].lower()) or self.hubs.get(parts[0])
+        if hub is None or not (listener.gateway or hub.hostname in listener.hubs):
+            log.info("refused %s: user name names hub %r, not served here", conn.peer, parts[0])
+            conn.send(codec.Connack(codec.ConnackCode.NOT_AUTHORIZED))
+            await conn.drain()
+            conn.close("unknown hub")
+            return
+        await hub.serve(conn, first, via_gateway=listener.gateway)
+
+
+class EmulatorThread:
+    """Runs an :class:`Emulator` on its own event loop in a daemon thread (for tests and sync callers)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.emulator = Emulator(config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="roost-hub-emulator", daemon=True)
+
+    def start(self) -> EmulatorThread:
+        self._thread.start()
+        self.call(self.emulator.start())
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Run a coroutine on the emulator's loop and return its result (or raise its exception)."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run a plain function on the emulator's loop (for code that touches sessions)."""
+        async def wrapper() -> T:
+            return fn()
+
+        return self.call(wrapper())
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.call(self.emulator.stop(), timeout=30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    def __enter__(self) -> EmulatorThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
