@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 SEEN_LIMIT = 256
-_ID_KEYS = ("message-id", "message_id", "messageId", "$.mid")
-_EXPIRY_KEYS = ("expiry-time-utc", "expiry_time_utc", "$.exp", "absolute-expiry-time")
+_ID_KEYS = ("$.message_id", "message-id", "message_id", "messageId", "$.mid")
+_EXPIRY_KEYS = ("$.expiry_time_utc", "expiry-time-utc", "expiry_time_utc", "$.exp", "absolute-expiry-time")
 
 Dispatch = Callable[[str, Any], Awaitable[tuple[int, Any]]]
 Emit = Callable[[dict, Mapping[str, str]], None]
@@ -75,7 +75,7 @@ class C2DCommands:
             outcome = {"status": 500, "result": {"error": f"internal error: {type(exc).__name__}"}}
         self._remember(message_id)
         self.emit({"c2dResult": {"messageId": message_id, **outcome}},
-                  {"roost-type": "c2d-result", **({"correlation-id": message_id} if message_id else {})})
+                  {"kind": "c2d-result", "roost-type": "c2d-result", **({"correlation-id": message_id} if message_id else {})})
 
     async def _handle(self, body: bytes, props: Mapping[str, str], message_id: str | None) -> dict:
         if message_id and message_id in self.seen:

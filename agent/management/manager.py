@@ -32,7 +32,8 @@ from agent.management.twin_config import DesiredConfig
 
 log = logging.getLogger(__name__)
 
-ALERT_PROPERTIES = {"roost-type": "alert"}
+# "kind" selects the outbox record type in the daemon; "roost-type" travels as a message property for routing.
+ALERT_PROPERTIES = {"kind": "alert", "roost-type": "alert"}
 
 
 class RebootSchedule:

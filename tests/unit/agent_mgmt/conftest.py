@@ -7,11 +7,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import FakeContext, make_config  # noqa: E402
+from fakes import FakeContext, make_config
 
-from agent.management import Management  # noqa: E402
-from agent.management.health import SystemProbe  # noqa: E402
-from agent.management.system_actions import SystemActions  # noqa: E402
+from agent.management import Management
+from agent.management.health import SystemProbe
+from agent.management.system_actions import SystemActions
 
 
 class Clock:
