@@ -74,8 +74,10 @@ class C2DCommands:
             log.exception("c2d: handling message %s failed", message_id)
             outcome = {"status": 500, "result": {"error": f"internal error: {type(exc).__name__}"}}
         self._remember(message_id)
-        self.emit({"c2dResult": {"messageId": message_id, **outcome}},
-                  {"kind": "c2d-result", "roost-type": "c2d-result", **({"correlation-id": message_id} if message_id else {})})
+        props_out = {"kind": "c2d-result", "roost-type": "c2d-result"}
+        if message_id:
+            props_out["correlation-id"] = message_id
+        self.emit({"c2dResult": {"messageId": message_id, **outcome}}, props_out)
 
     async def _handle(self, body: bytes, props: Mapping[str, str], message_id: str | None) -> dict:
         if message_id and message_id in self.seen:

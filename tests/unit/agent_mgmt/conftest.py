@@ -49,8 +49,8 @@ def recorder(tmp_path: Path) -> tuple[SystemActions, Path]:
     """System actions whose commands append their arguments to a file instead of acting on the machine."""
     log = tmp_path / "actions.log"
     script = tmp_path / "record.sh"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n'
-                      'if [ "$1" = show ]; then printf "Timezone=Europe/Berlin\\nNTP=yes\\nNTPSynchronized=no\\n"; fi\n')
+    show = 'printf "Timezone=Europe/Berlin\\nNTP=yes\\nNTPSynchronized=no\\n"'
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\nif [ "$1" = show ]; then {show}; fi\n')
     script.chmod(0o755)
     actions = SystemActions({"reboot": f"{script} reboot", "set_timezone": f"{script} set-timezone {{timezone}}",
                              "time_status": f"{script} show"})

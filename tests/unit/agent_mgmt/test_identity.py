@@ -175,7 +175,7 @@ def test_trusted_certificate_methods(make_mgmt, tmp_path):
     import asyncio
 
     pki = Pki(tmp_path / "gw")
-    mgmt, ctx = make_mgmt(hub={"ca_file": str(pki.root().cert_path)})
+    mgmt, _ = make_mgmt(hub={"ca_file": str(pki.root().cert_path)})
     status, result = asyncio.run(mgmt.on_method("listTrustedCertificates", {}))
     assert status == 200 and len(result["certificates"]) == 1
     fp = result["certificates"][0]["fingerprint"]

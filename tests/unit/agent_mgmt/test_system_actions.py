@@ -25,7 +25,7 @@ def test_commands_come_from_the_config(tmp_path):
 
 
 def test_failures_name_the_fix():
-    with pytest.raises(SystemActionError, match="set management.reboot_command"):
+    with pytest.raises(SystemActionError, match=r"set management\.reboot_command"):
         SystemActions({"reboot": "/nonexistent/systemctl reboot"}).reboot()
     with pytest.raises(SystemActionError, match="exited with status 3: nope"):
         SystemActions({"reboot": "sh -c 'echo nope >&2; exit 3'"}).reboot()
