@@ -115,9 +115,12 @@ class Pms5003Model(UartPart):
                 self._next_frame = now + self.wake_s if self.active else None
                 self._wake_at = now + self.wake_s
         elif command == CMD_MODE and low in (0, 1):
-            self.active = bool(low)
+            was_active, self.active = self.active, bool(low)
             self._out += reply_frame(CMD_MODE, low)
-            self._next_frame = (now + self.period_s) if self.active and not self.asleep else None
+            if not self.active or self.asleep:
+                self._next_frame = None
+            elif not was_active:
+                self._next_frame = now + self.period_s  # streaming resumes one period later
         elif command == CMD_READ and not self.active and not self.asleep and now >= self._wake_at:
             self._out += self.emit(self._frame())
 
