@@ -98,7 +98,8 @@ def _aggregate(samples: list[Sample], start: float, window_s: float) -> Sample:
     for key in keys:
         series = [s.values[key] for s in samples if key in s.values]
         lo[key], hi[key] = min(series), max(series)
-        mean[key] = math.fsum(series) / len(series)
+        # Rounding can put the mean of equal values a hair outside them; a mean is never outside min..max.
+        mean[key] = min(max(math.fsum(series) / len(series), lo[key]), hi[key])
     last = samples[-1]
     return replace(last, timestamp=start + window_s, values=mean,
                    aggregate={"window_s": window_s, "start": start, "count": len(samples), "min": lo, "max": hi})

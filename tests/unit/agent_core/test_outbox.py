@@ -1,0 +1,146 @@
+"""agent.outbox: stored before sent, removed only on ack, bounded with drop-oldest, survives reopen."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from agent.outbox import ROW_OVERHEAD, Outbox, OutboxError
+
+
+def body(n: int, pad: int = 0) -> str:
+    return json.dumps({"sensor": "t", "n": n, "pad": "x" * pad}, separators=(",", ":"))
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    with Outbox(tmp_path / "outbox.sqlite", 1 << 20, clock=lambda: 1000.0) as ob:
+        yield ob
+
+
+def test_wal_mode_and_order(outbox):
+    mode = outbox._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    seqs = outbox.add_many([body(i) for i in range(5)])
+    assert seqs == [1, 2, 3, 4, 5]
+    items = outbox.claim(1 << 20)
+    assert [json.loads(i.body)["n"] for i in items] == [0, 1, 2, 3, 4]
+
+
+def test_claimed_readings_stay_until_acked_and_survive_a_reopen(tmp_path):
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, 1 << 20).open()
+    ob.add_many([body(i) for i in range(10)])
+    first = ob.claim(60)
+    assert 1 <= len(first) < 10
+    ob.ack([i.seq for i in first])
+    ob.claim(1 << 20)            # claimed but never acknowledged: the process "dies" here
+    ob._db.close()               # no close(): no checkpoint, like SIGKILL
+    again = Outbox(path, 1 << 20).open()
+    left = again.claim(1 << 20)
+    assert [i.seq for i in left] == list(range(len(first) + 1, 11))
+    assert again.stats().counters["sent_readings"] == len(first)
+    again.close()
+
+
+def test_sequence_numbers_never_repeat_after_the_outbox_empties(tmp_path):
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, 1 << 20) as ob:
+        ob.ack([i.seq for i in (ob.claim(1 << 20) if ob.add_many([body(1), body(2)]) else [])])
+        epoch = ob.epoch
+        assert ob.stats().depth == 0
+    with Outbox(path, 1 << 20) as ob:
+        assert ob.add(body(3)) == 3
+        assert ob.epoch == epoch
+
+
+def test_bound_drops_the_oldest_and_counts_them(tmp_path):
+    size = len(body(10, 100)) + ROW_OVERHEAD      # two-digit n: every reading here has the same size
+    with Outbox(tmp_path / "o.sqlite", max_bytes=10 * size) as ob:
+        ob.add_many([body(i, 100) for i in range(10, 20)])
+        assert ob.stats().counters["dropped_readings"] == 0
+        ob.add_many([body(i, 100) for i in range(20, 23)])
+        stats = ob.stats()
+        assert stats.depth == 10 and stats.bytes <= 10 * size
+        assert stats.counters["dropped_readings"] == 3
+        assert stats.counters["dropped_bytes"] == 3 * (size - ROW_OVERHEAD)
+        assert [json.loads(i.body)["n"] for i in ob.claim(1 << 20)] == list(range(13, 23))
+
+
+def test_in_flight_readings_are_never_dropped(tmp_path):
+    size = len(body(0, 100)) + ROW_OVERHEAD
+    with Outbox(tmp_path / "o.sqlite", max_bytes=4 * size) as ob:
+        ob.add_many([body(i, 100) for i in range(4)])
+        in_flight = ob.claim(2 * len(body(0, 100)))
+        assert len(in_flight) == 2
+        ob.add_many([body(i, 100) for i in range(4, 6)])
+        ob.ack([i.seq for i in in_flight])
+        assert [json.loads(i.body)["n"] for i in ob.claim(1 << 20)] == [4, 5]
+        assert ob.stats().counters["dropped_readings"] == 2
+
+
+def test_events_travel_alone_with_their_properties(outbox):
+    outbox.add(body(1))
+    outbox.add('{"alert":"hot"}', kind="alert", props={"severity": "warning"})
+    outbox.add(body(2))
+    batches = []
+    while True:
+        items = outbox.claim(1 << 20)
+        if not items:
+            break
+        batches.append([(i.kind, i.props) for i in items])
+    assert batches == [[("telemetry", None)], [("alert", {"severity": "warning"})], [("telemetry", None)]]
+
+
+def test_released_batches_come_back_first(outbox):
+    outbox.add_many([body(i) for i in range(6)])
+    a = outbox.claim(2 * len(body(0)))
+    b = outbox.claim(2 * len(body(0)))
+    outbox.release(a)
+    assert [i.seq for i in outbox.claim(1 << 20)] == [i.seq for i in a]
+    outbox.ack([i.seq for i in a + b])
+    assert [i.seq for i in outbox.claim(1 << 20)] == [5, 6]
+
+
+def test_pending_reports_unclaimed_json_and_the_oldest(outbox):
+    assert outbox.pending() == (0, 0, None)
+    outbox.add_many([body(1), body(2)])
+    json_bytes, count, oldest = outbox.pending()
+    assert (json_bytes, count, oldest) == (len(body(1)) + len(body(2)), 2, 1000.0)
+    outbox.claim(1 << 20)
+    assert outbox.pending() == (0, 0, None)
+
+
+def test_disk_full_keeps_readings_in_memory_and_stores_them_later(tmp_path):
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, 1 << 30) as ob:
+        ob.add(body(0))
+        pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+        ob._db.execute(f"PRAGMA max_page_count={pages}")   # SQLite now fails writes with SQLITE_FULL
+        ob.add_many([body(i, 2000) for i in range(1, 30)])
+        stats = ob.stats()
+        assert stats.spilled > 0 and stats.counters["store_errors"] >= 1 and stats.depth == 30
+        claimed = ob.claim(1 << 20)     # the spill is sent like stored readings, in order
+        assert [json.loads(i.body)["n"] for i in claimed] == list(range(30))
+        ob._db.execute("PRAGMA max_page_count=1073741823")
+        ob.release(claimed)
+        ob.add(body(30))                 # space is back: the spill is written first, then the new one
+        assert ob.stats().spilled == 0
+    with Outbox(path, 1 << 30) as ob:
+        assert [json.loads(i.body)["n"] for i in ob.claim(1 << 30)] == list(range(31))
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "o.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OutboxError, match="move the file aside"):
+        Outbox(path, 1 << 20).open()
+
+
+def test_rows_are_really_in_sqlite(outbox):
+    outbox.add(body(7))
+    db = sqlite3.connect(outbox.path)
+    assert db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 1
+    db.close()
