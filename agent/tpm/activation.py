@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.tpm.device import Tpm
-from agent.tpm.errors import RC_INTEGRITY, RC_SIZE, RC_VALUE, ChallengeRejected, response_code, translate
+from agent.tpm.errors import RC_FAILURE, RC_INTEGRITY, RC_SIZE, RC_VALUE, ChallengeRejected, response_code, translate
 
 MAX_BLOB = 4096       # a real blob is ~600 bytes; anything far larger is not a challenge
 
@@ -111,8 +111,12 @@ def _tpm_step(tpm: Tpm, doing: str, call: Any) -> Any:
         try:
             return call()
         except tpm.t.TSS2_Exception as exc:
-            if response_code(exc) in (RC_INTEGRITY, RC_VALUE, RC_SIZE, 0x09A, 0x0A2, 0x08E, 0x09D):
-                # 0x09A TPM_RC_KEY, 0x0A2 BAD_AUTH, 0x08E AUTH_FAIL, 0x09D POLICY_FAIL: not our EK/SRK
+            rc = response_code(exc)
+            if rc in (RC_INTEGRITY, RC_VALUE, RC_SIZE, 0x09A, 0x0A2, 0x08E, 0x09D) or (
+                    rc == RC_FAILURE and _tpm_healthy(tpm)):
+                # 0x09A TPM_RC_KEY, 0x0A2 BAD_AUTH, 0x08E AUTH_FAIL, 0x09D POLICY_FAIL: not our EK/SRK.
+                # libtpms before 0.10 (swtpm in Debian 12/13) answers TPM_RC_FAILURE when the secret does not
+                # decrypt with the EK, without being in failure mode: the self-test result tells them apart.
                 raise ChallengeRejected(
                     f"the TPM rejected the authenticationKey while {doing} ({exc}): it was made for another "
                     "TPM's endorsement key or storage root key, or altered on the way",
@@ -120,6 +124,14 @@ def _tpm_step(tpm: Tpm, doing: str, call: Any) -> Any:
 
 
             raise translate(exc, tpm.tcti, doing) from None
+
+
+def _tpm_healthy(tpm: Tpm) -> bool:
+    try:
+        _, result = tpm.ectx.get_test_result()
+    except tpm.t.TSS2_Exception:
+        return False
+    return int(result) == 0
 
 
 def import_persistent(tpm: Tpm, blob: bytes, handle: int) -> bytes:

@@ -24,7 +24,6 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from agent.tpm.errors import (
@@ -82,16 +81,22 @@ def check_tcti(tcti: str) -> None:
             f"identity.tpm_tcti uses {path}, the TPM without a resource manager: one process at a time, and "
             "objects a crashed process loaded stay loaded",
             f"use the kernel resource manager: tpm_tcti = \"device:{rm}\" (or \"tabrmd\" with tpm2-abrmd)")
-    if not Path(path).exists():
+    denied = TpmPermissionDenied(
+        f"this user may not open {path} (permission denied)",
+        "add the agent's user to group tss (`sudo usermod -aG tss roost`, then log in again or restart "
+        "the service); the udev rules of tpm2-tools/tpm-udev make /dev/tpmrm0 group tss")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
         raise TpmNotFound(
             f"no TPM device at {path}",
             "enable the TPM: on a Raspberry Pi add `dtoverlay=tpm-slb9670` to /boot/firmware/config.txt and "
-            "reboot; `ls /dev/tpm*` must list it. For swtpm set identity.tpm_tcti = \"swtpm:host=...,port=...\"")
+            "reboot; `ls /dev/tpm*` must list it. For swtpm set identity.tpm_tcti = \"swtpm:host=...,port=...\"") \
+            from None
+    except PermissionError:
+        raise denied from None
     if not os.access(path, os.R_OK | os.W_OK):
-        raise TpmPermissionDenied(
-            f"this user may not open {path} (permission denied)",
-            "add the agent's user to group tss (`sudo usermod -aG tss roost`, then log in again or restart "
-            "the service); the udev rules of tpm2-tools/tpm-udev make /dev/tpmrm0 group tss")
+        raise denied
     if not _RM_DEVICE.match(path):
         raise NoResourceManager(f"{path} is not a TPM resource manager device",
                                 "use device:/dev/tpmrm0 or tabrmd")
@@ -195,8 +200,12 @@ class Tpm:
         if not self.has(handle):
             return
         tr = self.open_persistent(handle, "object")
-        with self.guard(f"removing persistent handle 0x{handle:08x}"):
-            self.ectx.evict_control(self.t.ESYS_TR.OWNER, tr, handle)
+        try:
+            with self.guard(f"removing persistent handle 0x{handle:08x}"):
+                self.ectx.evict_control(self.t.ESYS_TR.OWNER, tr, handle)
+        finally:
+            # ESYS keeps the metadata of an evicted object; a stale entry would shadow a new key at the handle.
+            self.ectx.tr_close(tr)
 
     def persist(self, transient: Any, handle: int) -> None:
         """Make a loaded object persistent at ``handle``, replacing what was there."""

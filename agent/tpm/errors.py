@@ -24,6 +24,7 @@ RC_OBJECT_HANDLES = 0x906
 RC_SESSION_HANDLES = 0x905
 RC_NV_SPACE = 0x14B
 RC_INITIALIZE = 0x100
+RC_FAILURE = 0x101
 RC_FMT1 = 0x080
 TCTI_LAYER = 0x0A0000
 TCTI_IO_ERROR = 0x0A000A
@@ -104,6 +105,9 @@ def translate(exc: BaseException, tcti: str, doing: str) -> TpmError:
         return TpmNotFound(f"no TPM answers at {tcti!r} while {doing} ({exc})",
                            "check identity.tpm_tcti; for swtpm start it (`swtpm socket --tpm2 ...`), for a Pi "
                            "enable the TPM overlay (dtoverlay=tpm-slb9670) and reboot")
+    if rc == RC_FAILURE:
+        return TpmError(f"the TPM is in failure mode while {doing}: its self-test failed or it hit an internal "
+                        "error", "power-cycle the device (swtpm: restart it); if it persists the TPM is broken")
     if rc == RC_NV_SPACE:
         return TpmError(f"the TPM has no room for another persistent object while {doing}",
                         "free a persistent handle with `tpm2_evictcontrol -c <handle>` (see `roost tpm info`)")
