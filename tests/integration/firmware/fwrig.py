@@ -134,3 +134,19 @@ class Rig:
             if path.is_file() and path.name not in ("boot_id",):
                 out[str(path)] = path.read_bytes()
         return out
+
+    def config_file(self) -> Path:
+        """The same settings as a roost.toml [update] table, for CLI tests."""
+        lines = ["[update]", f'board = "{BOARD}"', f'state_dir = "{self.config.state_dir}"',
+                 f'keys_dir = "{self.keys_dir}"', f"max_failed_trials = {self.config.max_failed_trials}",
+                 "trial_deadline = 0", "[update.slots]"]
+        lines += [f'{name} = "{slot.path}"' for name, slot in self.config.slots.items()]
+        lines += ["[update.boot]", f'backend = "{self.kind}"']
+        for key, value in self.config.boot_options.items():
+            if isinstance(value, dict):
+                lines.append(f"{key} = {{ {', '.join(f'{k} = {v}' for k, v in value.items())} }}")
+            else:
+                lines.append(f'{key} = "{value}"')
+        path = self.tmp / "roost.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
