@@ -25,7 +25,7 @@ FAULT_KINDS: dict[str, str] = {
     "busy": "a conversion never completes (status bit stays set, reads NACK or time out)",
     "bad_crc": "CRC or checksum bytes from the part are wrong",
     "wrong_chip": "another chip answers at the address (BME280 reads as a BMP280)",
-    "garbage": "random bytes between and inside UART frames",
+    "garbage": "random bytes before every UART frame, a flipped bit inside every other one",
     "partial": "UART frames cut short before their checksum",
 }
 

@@ -44,6 +44,7 @@ class UartPart:
         self._fault_rng = random.Random(seed * 7 + 3)
         self.frames_sent = 0
         self.bytes_received = 0
+        self._garbled = 0
 
     @property
     def present(self) -> bool:
@@ -66,8 +67,11 @@ class UartPart:
         if self.faults.take("partial") and len(out) > 2:
             del out[rng.randrange(1, len(out) - 1):]
         if self.faults.take("garbage"):
-            if out:
-                out[rng.randrange(len(out))] = rng.randrange(256)
+            # Noise on the line: junk before every frame, and every other frame hit inside as well,
+            # so a driver that resynchronises still gets good frames through.
+            self._garbled += 1
+            if out and self._garbled % 2 == 0:
+                out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
             out[0:0] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
         return bytes(out)
 
