@@ -86,8 +86,9 @@ class UpdateEngine:
         if not self.store.path.exists():
             # first run on this device: the slot that booted is the factory image, and it is good
             booted = self.backend.booted().slot
-            state.slot(booted).status = GOOD
-            state.slot(booted).version = "factory"
+            for name in {booted, "golden"} & set(self.config.slots):
+                state.slot(name).status = GOOD     # the golden slot is written at the factory
+                state.slot(name).version = "factory"
             state.highest_security_version = self.config.min_security_version
         return state
 

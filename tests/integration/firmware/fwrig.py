@@ -45,7 +45,7 @@ class Rig:
         self.block_size = block_size
         self.now = NOW
         self.keys_dir = self.tmp / "keys"
-        self.keys_dir.mkdir()
+        self.keys_dir.mkdir(parents=True)
         self.key = keys.generate("ed25519")
         keys.write_public(self.key, self.keys_dir / "release.pem")
         self.factory = make_image("1.0", image_size)
@@ -62,6 +62,7 @@ class Rig:
                                    trial_deadline=0)
         self.bundles = self.tmp / "bundles"
         self.bundles.mkdir()
+        self.boot_log: list = []
         outcome = self.board.power_on()
         assert outcome.ok and outcome.slot == "a"
 
@@ -81,6 +82,7 @@ class Rig:
         """Boot until a slot with a complete image starts (the watchdog resets a hung boot)."""
         for _ in range(max_resets):
             outcome = self.board.power_on()
+            self.boot_log.append(outcome)
             if outcome.ok:
                 return outcome
         raise AssertionError("the board never booted a complete image")
