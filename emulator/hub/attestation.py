@@ -80,6 +80,14 @@ def register(handler: AttestationHandler) -> None:
 def handler_for(request: AttestationRequest) -> AttestationHandler:
     """Choose by what the device presents: a TPM body, a client certificate, else a SAS token."""
     kind = "tpm" if "tpm" in request.body else "x509" if request.client_chain else "symmetricKey"
+    if kind == "tpm" and "tpm" not in HANDLERS:
+        try:
+            from emulator.hub import dps_tpm  # noqa: F401 -- registers the tpm handler; needs tpm2-pytss
+        except ImportError:
+            pass
+    tpm = HANDLERS.get("tpm")
+    if kind == "symmetricKey" and tpm is not None and tpm.claims(request):   # a TPM device's operation polls
+        kind = "tpm"
     handler = HANDLERS.get(kind)
     if handler is None:
         raise AttestationError(400, 400004, f"attestation type {kind!r} is not available in this emulator")
