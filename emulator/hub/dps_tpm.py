@@ -25,8 +25,8 @@ import secrets
 import struct
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
+from typing import Any
 
 from tpm2_pytss import (
     TPM2_ALG,
@@ -39,6 +39,11 @@ from tpm2_pytss import (
     TPMU_SYM_MODE,
 )
 from tpm2_pytss.utils import make_credential, wrap
+
+from emulator.hub import attestation
+from emulator.hub.attestation import AttestationError, AttestationRequest, Attested
+from emulator.hub.sas import SasError, verify_sas
+from emulator.hub.state import AUTH_SAS
 
 CHALLENGE_TTL_S = 600.0
 EK_ATTRIBUTES = TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.FIXEDTPM
@@ -92,27 +97,12 @@ def authentication_key(ek_public: bytes, srk_public: bytes, key: bytes) -> bytes
 def check_sas(token: str, resource: str, key: bytes, *, now: float | None = None,
               policy: str | None = None) -> None:
     """Verify a SharedAccessSignature for ``resource`` signed with ``key``; raises TpmAttestationError(401)."""
-    if not token.startswith("SharedAccessSignature "):
-        raise TpmAttestationError(401, "Authorization is not a SharedAccessSignature")
-    fields = dict(urllib.parse.parse_qsl(token[len("SharedAccessSignature "):], keep_blank_values=True))
     try:
-        sr, sig, se = fields["sr"], fields["sig"], int(fields["se"])
-    except (KeyError, ValueError):
-        raise TpmAttestationError(401, "SharedAccessSignature lacks sr, sig or se") from None
-    if sr.lower() != resource.lower():
-        raise TpmAttestationError(401, f"SharedAccessSignature is for {sr!r}, not {resource!r}")
-    if policy is not None and fields.get("skn") != policy:
+        parsed = verify_sas(token, resource, [base64.b64encode(key).decode()], time.time() if now is None else now)
+    except SasError as exc:
+        raise TpmAttestationError(401, f"SharedAccessSignature {exc}") from None
+    if policy is not None and parsed.key_name != policy:
         raise TpmAttestationError(401, f"SharedAccessSignature skn must be {policy!r}")
-    if se < (time.time() if now is None else now):
-        raise TpmAttestationError(401, "SharedAccessSignature has expired")
-    message = f"{urllib.parse.quote(sr, safe='')}\n{se}".encode()
-    expected = hmac.new(key, message, hashlib.sha256).digest()
-    try:
-        given = base64.b64decode(sig, validate=True)
-    except ValueError:
-        raise TpmAttestationError(401, "SharedAccessSignature sig is not base64") from None
-    if not hmac.compare_digest(expected, given):
-        raise TpmAttestationError(401, "SharedAccessSignature does not verify against the challenge key")
 
 
 @dataclass
@@ -158,6 +148,11 @@ class TpmAttestation:
         ek, srk = _decode_keys(body_tpm)
         return authentication_key(ek, srk, device_key)
 
+    def pending(self, id_scope: str, registration_id_: str) -> bool:
+        with self._lock:
+            pending = self._challenges.get(f"{id_scope}/{registration_id_}".lower())
+        return pending is not None and self._clock() - pending.issued <= CHALLENGE_TTL_S
+
     def forget(self, id_scope: str, registration_id_: str) -> None:
         with self._lock:
             self._challenges.pop(f"{id_scope}/{registration_id_}".lower(), None)
@@ -172,3 +167,43 @@ def _decode_keys(body_tpm: dict) -> tuple[bytes, bytes]:
     except (KeyError, TypeError, ValueError):
         raise TpmAttestationError(400, "tpm.endorsementKey and tpm.storageRootKey must be base64") from None
     return ek, srk
+
+
+class TpmHandler:
+    """The DPS emulator's "tpm" attestation handler (see emulator/hub/attestation.py for the interface)."""
+
+    type = "tpm"
+
+    def __init__(self) -> None:
+        self.attestation = TpmAttestation()
+
+    def claims(self, request: AttestationRequest) -> bool:
+        """True for requests of a registration in the middle of TPM attestation (its operation polls)."""
+        return self.attestation.pending(request.id_scope, request.registration_id)
+
+    async def attest(self, dps: Any, request: AttestationRequest) -> Attested:
+        reg_id = request.registration_id
+        enrollment = dps.state.find_enrollment(reg_id)
+        if enrollment is None or enrollment.attestation.type != self.type:
+            raise AttestationError(401, 401002, f"no TPM enrollment for registration {reg_id!r}")
+        if enrollment.provisioning_status != "enabled":
+            raise AttestationError(401, 401002, f"enrollment {enrollment.enrollment_id!r} is disabled")
+        try:
+            enrolled_ek = base64.b64decode(enrollment.attestation.endorsement_key or "", validate=True)
+            if not request.sas_token:
+                blob = self.attestation.challenge(request.id_scope, reg_id, enrolled_ek, request.body.get("tpm"))
+                raise AttestationError(401, 401002, "TPM attestation: answer the authenticationKey challenge",
+                                       body={"authenticationKey": base64.b64encode(blob).decode()})
+            self.attestation.verify(request.id_scope, reg_id, request.sas_token, now=dps.clock())
+            if "tpm" not in request.body:      # an operation poll: authenticated, nothing to issue
+                return Attested(enrollment, AUTH_SAS)
+            device_key = secrets.token_bytes(32)
+            blob = self.attestation.hub_key_blob(request.id_scope, reg_id, request.body["tpm"], device_key)
+        except TpmAttestationError as exc:
+            raise AttestationError(exc.status, exc.status * 1000 + 2, f"TPM attestation: {exc}") from None
+        key_b64 = base64.b64encode(device_key).decode()
+        return Attested(enrollment, AUTH_SAS, primary_key=key_b64, secondary_key=None,
+                        registration_state={"tpm": {"authenticationKey": base64.b64encode(blob).decode()}})
+
+
+attestation.register(TpmHandler())
