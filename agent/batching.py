@@ -44,7 +44,7 @@ class Batch:
 
     @property
     def billed_units(self) -> int:
-        return max(1, -(-len(self.body) // BILLING_UNIT))
+        return max(1, -(-metered_size(self) // BILLING_UNIT))
 
 
 def header(epoch: str) -> str:
@@ -76,11 +76,35 @@ def build(epoch: str, items: Sequence[Item]) -> Batch:
 
 def claim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
     """Claim from ``outbox`` exactly what fits in one message of at most ``batch_max_bytes``."""
-    return outbox.claim(batch_max_bytes, max_items, base=envelope_size(epoch), cost=packed_cost)
+    return outbox.claim(body_budget(epoch, batch_max_bytes), max_items, base=envelope_size(epoch),
+                        cost=packed_cost)
 
 
 async def aclaim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
-    return await outbox.aclaim(batch_max_bytes, max_items, base=envelope_size(epoch), cost=packed_cost)
+    return await outbox.aclaim(body_budget(epoch, batch_max_bytes), max_items, base=envelope_size(epoch),
+                               cost=packed_cost)
+
+
+def properties_size(epoch: str) -> int:
+    """The most a telemetry message's properties can add to its metered size.
+
+    IoT Hub meters a message as its body plus its system property values (message id, content type and
+    encoding) plus its application property names and values, so those come out of the 4 KB too.
+    """
+    message_id = len(epoch) + 2 * (1 + 12)                      # epoch-first-last with 12-digit sequences
+    application = len("schema") + len(SCHEMA) + len("count") + 6
+    return message_id + len(CONTENT_TYPE) + len(CONTENT_ENCODING) + application
+
+
+def body_budget(epoch: str, batch_max_bytes: int) -> int:
+    """How large a telemetry body may be so the metered message stays within ``batch_max_bytes``."""
+    return batch_max_bytes - properties_size(epoch)
+
+
+def metered_size(batch: Batch) -> int:
+    """The size IoT Hub bills for this message: body, system property values, application properties."""
+    return (len(batch.body) + len(batch.message_id) + len(CONTENT_TYPE) + len(CONTENT_ENCODING)
+            + sum(len(k) + len(v) for k, v in batch.properties.items()))
 
 
 def envelope_size(epoch: str) -> int:
@@ -181,7 +205,8 @@ class Forwarder:
                         self.outbox.next_seq)
                     age = self.clock() - oldest if oldest is not None else 0.0
                     wait_s = self.batch_max_delay_s - age
-                    if estimate >= self.batch_max_bytes or wait_s <= 0 or self.flushing:
+                    if estimate >= body_budget(self.outbox.epoch, self.batch_max_bytes) or wait_s <= 0 \
+                            or self.flushing:
                         return await aclaim(self.outbox, self.outbox.epoch, self.batch_max_bytes)
                     # A clock stepped backwards makes age negative: never wait longer than the delay itself.
                     timeout = min(wait_s, self.batch_max_delay_s)
