@@ -7,6 +7,8 @@ are parsed in integer micro-degrees before they become floats, so no precision i
 MicroPython's single-precision floats on the way.
 """
 
+# ruff: noqa: B904  -- MicroPython prints a warning for every "raise ... from ..."; drivers avoid it.
+
 from hal.drivers.compat import const, default_clock
 from hal.errors import CRCError, FrameError, SensorTimeout, SettingError
 
@@ -38,14 +40,14 @@ def parse_sentence(line):
     try:
         expected = int(line[star + 1 :], 16)
     except ValueError:
-        raise FrameError("NMEA checksum is not hexadecimal: %r" % (line[star:],)) from None
+        raise FrameError("NMEA checksum is not hexadecimal: %r" % (line[star:],))
     actual = checksum(body)
     if actual != expected:
         raise CRCError("NMEA checksum mismatch (sentence says %02X, computed %02X): %r" % (expected, actual, line[:20]))
     try:
         fields = str(body, "ascii").split(",")
     except UnicodeError:
-        raise FrameError("NMEA sentence is not ASCII") from None
+        raise FrameError("NMEA sentence is not ASCII")
     address = fields[0]
     if len(address) != 5 and not (len(address) == 4 and address[0] == "P"):
         raise FrameError("NMEA address field %r is not talker + sentence type" % (address,))
@@ -249,5 +251,5 @@ class NMEAGPS:
         try:
             self.read()
         except FrameError as exc:
-            raise ChipIdError(self.CHIP, "NMEA sentences", "other data", "%s" % (exc,)) from exc
+            raise ChipIdError(self.CHIP, "NMEA sentences", "other data", "%s" % (exc,))
         return self.CHIP

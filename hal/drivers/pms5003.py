@@ -8,6 +8,8 @@ it touches. In active mode the part streams a frame every 0.2-2.3 s; in passive 
 when asked (command 0xE2). Data sheet: Plantower PMS5003 series V2.3.
 """
 
+# ruff: noqa: B904  -- MicroPython prints a warning for every "raise ... from ..."; drivers avoid it.
+
 from hal.drivers.compat import const, default_clock
 from hal.errors import ChipIdError, CRCError, FrameError, SensorTimeout, SettingError
 
@@ -169,32 +171,33 @@ class PMS5003:
         self.send(_CMD_SLEEP, 1)
 
     def _drain(self):
-        got = False
+        """Feed everything already received to the parser; return the number of bytes."""
+        received = 0
         while True:
             waiting = self.uart.any()
             if not waiting:
-                return got
+                return received
             chunk = self.uart.read(min(waiting, _BUF_SIZE))
             if not chunk:
-                return got
-            if self.feed(chunk):
-                got = True
+                return received
+            received += len(chunk)
+            self.feed(chunk)
 
     def read(self):
         """The newest complete frame, waiting for one up to ``timeout_ms``."""
         if not self._mode_sent:
             self.set_mode(self.mode)
-        if self.mode == "passive":
-            self._drain()
-            self.send(_CMD_READ, 0)
-        else:
-            # Frames that queued up since the last read are old news: keep only the newest.
-            if self._drain():
-                return self.values()
-        frames = self.frames
         errors = self.checksum_errors
         skipped = self.skipped_bytes
-        received = 0
+        frames = self.frames
+        received = self._drain()
+        if self.mode == "passive":
+            # Anything that queued up is stale: ask for a fresh frame.
+            self.send(_CMD_READ, 0)
+            frames = self.frames
+        elif self.frames != frames:
+            # Frames that queued up since the last read: the parser kept the newest.
+            return self.values()
         clock = self.clock
         deadline = clock.ticks_add(clock.ticks_ms(), self.timeout_ms)
         while True:
@@ -224,5 +227,5 @@ class PMS5003:
         try:
             self.read()
         except FrameError as exc:
-            raise ChipIdError(self.CHIP, "PMS5003 frames", "other data", "%s" % (exc,)) from exc
+            raise ChipIdError(self.CHIP, "PMS5003 frames", "other data", "%s" % (exc,))
         return self.CHIP

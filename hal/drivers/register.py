@@ -5,6 +5,8 @@ instead of writing shifts by hand. Runtime-neutral; preallocated buffers, no all
 single-byte access.
 """
 
+# ruff: noqa: B904  -- MicroPython prints a warning for every "raise ... from ..."; drivers avoid it.
+
 from hal.drivers.compat import default_clock
 from hal.errors import SensorError, SettingError, wrap_os_error
 
@@ -66,7 +68,7 @@ class I2CDevice:
         except SensorError:
             raise
         except OSError as exc:
-            raise wrap_os_error(exc, self.address) from exc
+            raise wrap_os_error(exc, self.address)
 
     def write_mem(self, reg, buf):
         try:
@@ -74,7 +76,7 @@ class I2CDevice:
         except SensorError:
             raise
         except OSError as exc:
-            raise wrap_os_error(exc, self.address) from exc
+            raise wrap_os_error(exc, self.address)
 
     def write_raw(self, buf):
         try:
@@ -82,7 +84,7 @@ class I2CDevice:
         except SensorError:
             raise
         except OSError as exc:
-            raise wrap_os_error(exc, self.address) from exc
+            raise wrap_os_error(exc, self.address)
 
     def read_raw(self, buf):
         try:
@@ -90,7 +92,7 @@ class I2CDevice:
         except SensorError:
             raise
         except OSError as exc:
-            raise wrap_os_error(exc, self.address) from exc
+            raise wrap_os_error(exc, self.address)
 
     def read_u8(self, reg):
         self.read_into(reg, self._byte)

@@ -5,6 +5,8 @@ Command-based (no registers): write one command byte, wait the measurement time,
 read while it is still measuring, so the driver retries until a deadline. Datasheet v6.6.
 """
 
+# ruff: noqa: B904  -- MicroPython prints a warning for every "raise ... from ..."; drivers avoid it.
+
 from hal.drivers.compat import const
 from hal.drivers.register import I2CDevice, choose
 from hal.errors import ChipIdError, CRCError, NackError, SensorTimeout
@@ -70,7 +72,7 @@ class SHT4x(I2CDevice):
                 # Still measuring: the SHT4x does not acknowledge its address until the result is ready.
                 if self.expired(deadline):
                     raise SensorTimeout("%s at 0x%02x: no result %d ms after command 0x%02x"
-                                        % (self.CHIP, self.address, 3 * wait_ms + 10, command)) from None
+                                        % (self.CHIP, self.address, 3 * wait_ms + 10, command))
                 self.clock.sleep_ms(1)
         b = self._buf
         for start in (0, 3):
@@ -92,7 +94,7 @@ class SHT4x(I2CDevice):
         except CRCError as exc:
             raise ChipIdError(self.CHIP, "serial number with valid CRC", "CRC mismatch",
                               "%s at 0x%02x: serial-number answer fails its CRC (%s): another part at this address?"
-                              % (self.CHIP, self.address, exc)) from exc
+                              % (self.CHIP, self.address, exc))
         return self.CHIP
 
     def reset(self):
