@@ -76,16 +76,14 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
         raise ProvisioningError(f"{where} rejected the device {what}",
                                 "check that an enrollment exists for this registration id (or its group) and "
                                 f"that the {what} matches it", kind="auth") from None
-    if isinstance(error, sdk_errors.ConnectionFailedError):
-        raise _explain_connection_failure(provisioning_host, ca_pem, where, error) from None
     if isinstance(error, sdk_errors.ClientError) and isinstance(error.__cause__, Exception) and \
             "ServiceError" in type(error.__cause__).__name__:
         raise ProvisioningError(f"{where} refused the registration ({error.__cause__})",
                                 "check the enrollment: it may be disabled, or the ID scope may be wrong",
                                 kind="refused") from None
     if error is not None:
-        raise ProvisioningError(f"{where} failed: {error} ({type(error).__name__})",
-                                "run roost doctor for the network and TLS checks", kind="failed") from None
+        # The SDK wraps TLS failures in generic connection errors: ask the TLS layer what it was.
+        raise _explain_connection_failure(provisioning_host, ca_pem, where, error) from None
     result = outcome["result"]
     state = result.registration_state
     if result.status != "assigned" or state is None or not state.assigned_hub:
@@ -104,7 +102,7 @@ def _explain_connection_failure(host: str, ca_pem: str | None, where: str, error
     name, port = _split_host(host)
     probe = probe_tls(name, port, ca_pem, timeout=5.0)
     if probe.ok:
-        return ProvisioningError(f"{where}: connection failed ({error})",
-                                 "run roost doctor for the network and TLS checks", kind="connection")
+        return ProvisioningError(f"{where} failed: {error} ({type(error).__name__})",
+                                 "run roost doctor for the network and TLS checks", kind="failed")
     return ProvisioningError(f"{where}: {probe.detail}",
                              probe.fix.replace("hub.ca_file", "identity.provisioning_ca_file"), kind=probe.kind)

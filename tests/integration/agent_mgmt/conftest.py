@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import mgmtrig
+
+
+def _root_conftest():
+    # tests/conftest.py is imported by pytest under the name "conftest", which this file shadows.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("roost_tests_conftest", Path(__file__).parents[2] / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def second_loopback(loopback_address) -> str:
+    """Another loopback address of this test's own (a gateway beside the hub)."""
+    root = next((m for m in sys.modules.values() if getattr(m, "__file__", None)
+                 and Path(m.__file__) == Path(__file__).parents[2] / "conftest.py"), None) or _root_conftest()
+    while (address := root.unique_loopback()) == loopback_address:
+        pass
+    return address
+
+
+@pytest.fixture
+def emu(tmp_path, loopback_address):
+    emulator = mgmtrig.start(tmp_path / "emu", loopback_address)
+    yield emulator
+    emulator.stop()
