@@ -343,7 +343,11 @@ class UpdateEngine:
             self.rollback(f"health checks failed: {report.failures()}", reboot=reboot)
         return report
 
-    def reboot(self, trial: bool = False) -> None:
+    def reboot(self, trial: bool | None = None) -> None:
+        """Reboot; by default into the trial boot when one is armed, so an armed update is never skipped."""
+        if trial is None:
+            pending = self.store.load().pending
+            trial = pending is not None and pending["phase"] == ARMED
         self.backend.reboot(trial=trial)
 
     # ---- reporting ----------------------------------------------------------------------------------------

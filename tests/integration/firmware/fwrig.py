@@ -142,7 +142,8 @@ class Rig:
         lines = ["[update]", f'board = "{BOARD}"', f'state_dir = "{self.config.state_dir}"',
                  f'keys_dir = "{self.keys_dir}"', f"max_failed_trials = {self.config.max_failed_trials}",
                  "trial_deadline = 0", "[update.slots]"]
-        lines += [f'{name} = "{slot.path}"' for name, slot in self.config.slots.items()]
+        lines += [f'{name} = {{ path = "{slot.path}", size = {slot.size} }}' if slot.size else f'{name} = "{slot.path}"'
+                  for name, slot in self.config.slots.items()]
         lines += ["[update.boot]", f'backend = "{self.kind}"']
         for key, value in self.config.boot_options.items():
             if isinstance(value, dict):
