@@ -111,22 +111,24 @@ def _tpm_step(tpm: Tpm, doing: str, call: Any) -> Any:
         try:
             return call()
         except tpm.t.TSS2_Exception as exc:
-            rc = response_code(exc)
-            if rc in (RC_INTEGRITY, RC_VALUE, RC_SIZE, 0x09A, 0x0A2, 0x08E, 0x09D) or (
-                    rc == RC_FAILURE and _tpm_healthy(tpm)):
-                # 0x09A TPM_RC_KEY, 0x0A2 BAD_AUTH, 0x08E AUTH_FAIL, 0x09D POLICY_FAIL: not our EK/SRK.
-                # libtpms before 0.10 (swtpm in Debian 12/13) answers TPM_RC_FAILURE when the secret does not
-                # decrypt with the EK, without being in failure mode: the self-test result tells them apart.
+            if credential_rejected(tpm, exc):
                 raise ChallengeRejected(
                     f"the TPM rejected the authenticationKey while {doing} ({exc}): it was made for another "
                     "TPM's endorsement key or storage root key, or altered on the way",
                     "nothing was stored; check that the enrollment holds this device's EK (`roost tpm ek`)") from None
-
-
             raise translate(exc, tpm.tcti, doing) from None
 
 
-def _tpm_healthy(tpm: Tpm) -> bool:
+def credential_rejected(tpm: Tpm, exc: BaseException) -> bool:
+    """Did ActivateCredential/Import fail because the blob is not for this TPM (rather than the TPM failing)?"""
+    rc = response_code(exc)
+    # TPM_RC_INTEGRITY, VALUE, SIZE, KEY (0x09A), BAD_AUTH (0x0A2), AUTH_FAIL (0x08E), POLICY_FAIL (0x09D)
+    if rc in (RC_INTEGRITY, RC_VALUE, RC_SIZE, 0x09A, 0x0A2, 0x08E, 0x09D):
+        return True
+    # libtpms before 0.10 (swtpm in Debian 12/13) answers TPM_RC_FAILURE when a secret does not decrypt with
+    # the EK, without being in failure mode: the self-test result tells the two apart.
+    if rc != RC_FAILURE:
+        return False
     try:
         _, result = tpm.ectx.get_test_result()
     except tpm.t.TSS2_Exception:

@@ -24,8 +24,9 @@ import urllib.parse
 from typing import Any
 
 from agent.identity.errors import IdentityError, TrustError
+from agent.tpm.activation import credential_rejected
 from agent.tpm.device import AK_HANDLE, EK_HANDLE, Tpm
-from agent.tpm.errors import ChallengeRejected, response_code
+from agent.tpm.errors import ChallengeRejected, translate
 
 BOOT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
 PCR_BANK = "sha256"
@@ -70,11 +71,11 @@ def activate(tpm: Tpm, credential_blob: bytes, encrypted_secret: bytes) -> bytes
                 return bytes(tpm.ectx.activate_credential(ak, ek, blob, secret, session1=t.ESYS_TR.PASSWORD,
                                                           session2=session))
             except t.TSS2_Exception as exc:
-                if response_code(exc) in (0x09F, 0x084, 0x095):   # integrity, value, size
+                if credential_rejected(tpm, exc):
                     raise ChallengeRejected(
                         f"the attestation credential is not for this TPM's EK and AK ({exc})",
                         "check that the service knows this device's endorsement key") from None
-                raise
+                raise translate(exc, tpm.tcti, "activating the attestation credential") from None
     finally:
         tpm.ectx.tr_close(ak)
         tpm.ectx.tr_close(ek)

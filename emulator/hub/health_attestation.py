@@ -296,3 +296,39 @@ def _handler(service: HealthAttestationService) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def for_emulator(emulator: Any) -> HealthAttestationService:
+    """A service that knows the emulator's devices: an EK belongs to the device its TPM enrollment registered
+    as, and the verdict goes into that device's twin tags (``healthAttestation``) in its assigned hub."""
+    dps = emulator.dps
+
+    def registration_of(ek_public: bytes) -> Any:
+        encoded = base64.b64encode(ek_public).decode()
+        for enrollment in dps.state.list_enrollments(group=False):
+            enrolled = enrollment.attestation.endorsement_key or ""
+            if enrollment.attestation.type == "tpm" and hmac.compare_digest(enrolled, encoded):
+                for registration in dps.state.list_registrations(enrollment.enrollment_id):
+                    if registration.status == "assigned":
+                        return registration
+        return None
+
+    def lookup(ek_public: bytes) -> str | None:
+        registration = registration_of(ek_public)
+        return None if registration is None else registration.device_id
+
+    def write(device_id: str, verdict: dict) -> None:
+        for registration in dps.state.list_registrations():
+            if registration.device_id == device_id and registration.status == "assigned":
+                hub = emulator.hubs[registration.assigned_hub]
+                hub.state.update_twin(device_id, tags={"healthAttestation": verdict})
+
+    return HealthAttestationService(lookup, write)
+
+
+def serve_for_emulator(emulator: Any, host: str, port: int = 0) -> HealthAttestationServer:
+    """The service for ``emulator`` over HTTPS with a certificate from the emulator's PKI (not started)."""
+    issued = emulator.pki.server("health-attestation", [host])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(issued.chain_path, issued.key_path)
+    return HealthAttestationServer(for_emulator(emulator), host, tls, port)
