@@ -232,10 +232,9 @@ class Bme280Model(I2CTarget):
         if self.mode == 3 and self._next_normal is not None:
             cycle = self._cycle_s()
             if now >= self._next_normal:
-                # Only the last few cycles shape the IIR output; skip the rest of a long gap.
                 missed = int((now - self._next_normal) // cycle)
-                for _ in range(min(missed + 1, 32)):
-                    self._convert()
+                # All cycles of a long gap in one step: the filter's closed form for a steady input.
+                self._convert(cycles=missed + 1)
                 self._next_normal += (missed + 1) * cycle
 
     def _cycle_s(self) -> float:
@@ -248,8 +247,9 @@ class Bme280Model(I2CTarget):
     def _conversion_time(self) -> float:
         return measurement_time_s(*self._oversampling())
 
-    def _convert(self) -> None:
-        """One measurement: targets from the environment, raw values from the inverted compensation."""
+    def _convert(self, cycles: int = 1) -> None:
+        """A measurement (``cycles`` of them back to back in normal mode): targets from the environment,
+        raw values from the inverted compensation."""
         if self.faults.active("stuck") and self._last_raw is not None:
             self._store(*self._last_raw)
             return
@@ -266,9 +266,9 @@ class Bme280Model(I2CTarget):
             if self._filtered is None:
                 self._filtered = (float(adc_t), float(adc_p))
             else:
+                keep = ((coefficient - 1) / coefficient) ** cycles
                 ft, fp = self._filtered
-                self._filtered = ((ft * (coefficient - 1) + adc_t) / coefficient,
-                                  (fp * (coefficient - 1) + adc_p) / coefficient)
+                self._filtered = (ft * keep + adc_t * (1 - keep), fp * keep + adc_p * (1 - keep))
             adc_t, adc_p = round(self._filtered[0]), round(self._filtered[1])
             t_fine = t_fine_from(adc_t, c)
         stored_t = _keep_bits(adc_t, osrs_t, coefficient > 1) if osrs_t else SKIPPED_20BIT
