@@ -130,3 +130,26 @@ def test_golden_bundle_goes_to_the_golden_slot_without_trial(rig):
     assert result.slot == "golden"
     assert state_of(rig)["slots"]["golden"]["status"] == GOOD and state_of(rig)["pending"] is None
     assert rig.board.reboots == []
+
+
+def test_command_line_cycle(tmp_path, capsys):
+    from agent.cli import main
+
+    rig = Rig(tmp_path, "rpi-tryboot")
+    config = str(rig.config_file())
+    assert main(["update", "--config", config, "install", str(rig.bundle("2.0"))]) == 0
+    assert "trial boot armed" in capsys.readouterr().out
+    rig.board.reboot(True)
+    assert rig.power_on().trial
+    assert main(["update", "--config", config, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "booted slot b (trial boot)" in out and "pending: trial of slot b (armed)" in out
+    assert main(["update", "--config", config, "check", "--no-reboot"]) == 0
+    assert "committed" in capsys.readouterr().out
+    assert main(["update", "--config", config, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["primary_slot"] == "b" and status["last_result"]["result"] == "committed"
+    assert main(["update", "--config", config, "mark-good"]) == 17
+    assert "nothing to mark good" in capsys.readouterr().err
+    assert main(["update", "--config", config, "rollback"]) == 0
+    assert rig.engine().status()["primary_slot"] == "a"

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from firmware.health import HealthChecks, services_probe
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_polls_until_all_pass():
+    clock = FakeClock()
+    checks = HealthChecks(clock=clock, sleep=clock.sleep)
+    checks.register("hub", lambda: clock.now >= 10)
+    checks.register("app", lambda: (True, "fine"))
+    report = checks.run(deadline=60, interval=2)
+    assert report.ok and report.rounds == 6 and clock.now == 10
+
+
+def test_deadline_and_failure_details():
+    clock = FakeClock()
+    checks = HealthChecks(clock=clock, sleep=clock.sleep)
+    checks.register("hub", lambda: (False, "not connected"))
+
+    def crash():
+        raise RuntimeError("boom")
+
+    checks.register("app", crash)
+    report = checks.run(deadline=5, interval=2)
+    assert not report.ok and clock.now <= 5
+    assert report.failures() == "hub: not connected; app: RuntimeError: boom"
+
+
+def test_duplicate_probe_name():
+    checks = HealthChecks()
+    checks.register("x", lambda: True)
+    with pytest.raises(ValueError, match="already registered"):
+        checks.register("x", lambda: True)
+    checks.unregister("x")
+    assert checks.names == []
+
+
+def test_services_probe_uses_the_command(tmp_path):
+    tool = tmp_path / "systemctl"
+    tool.write_text('#!/bin/sh\n[ "$3" = "roost.service" ]\n')
+    tool.chmod(0o755)
+    ok, detail = services_probe(["roost.service", "other.service"], [str(tool)])()
+    assert not ok and detail == "inactive: other.service"
+    assert services_probe(["roost.service"], [str(tool)])() == (True, "")
