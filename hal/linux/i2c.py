@@ -91,6 +91,10 @@ class SMBusI2C:
                 else:
                     self.smbus.write_quick(addr)
             except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    # A kernel driver owns the address (i2cdetect shows "UU"): a part is certainly there.
+                    found.append(addr)
+                    continue
                 fault = _fault(exc, addr, self.label)
                 if isinstance(fault, (NackError, SensorTimeout)):
                     continue
