@@ -59,6 +59,9 @@ class Environment:
     BME280 and the SHT4x agree within their own offsets, as two real sensors side by side do."""
 
     def __init__(self, seed: int = 0, *, quiet: bool = False) -> None:
+        self.seed = seed
+        self.quiet = quiet
+
         def s(base, drift, period, noise, low, high, salt):
             return Signal(base, 0 if quiet else drift, period, 0 if quiet else noise, low, high, seed * 7919 + salt)
 

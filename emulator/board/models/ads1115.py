@@ -126,10 +126,11 @@ def default_inputs(environment: Environment, seed: int = 0) -> dict[int, Signal]
     """What hangs on the demo board's ADC: a light-dependent divider, the 5 V rail through a 1:2
     divider, a soil-moisture probe, and AIN3 tied to ground."""
     light = environment.light
+    calm = 0.0 if environment.quiet else 1.0
     return {
         0: _Scaled(light, VDD),
-        1: Signal(2.5, drift=0.02, period_s=300.0, noise=0.002, seed=seed * 13 + 1),
-        2: Signal(1.4, drift=0.3, period_s=1500.0, noise=0.004, low=0.0, high=VDD, seed=seed * 13 + 2),
+        1: Signal(2.5, drift=0.02 * calm, period_s=300.0, noise=0.002 * calm, seed=seed * 13 + 1),
+        2: Signal(1.4, drift=0.3 * calm, period_s=1500.0, noise=0.004 * calm, low=0.0, high=VDD, seed=seed * 13 + 2),
         3: Signal(0.0),
     }
 
