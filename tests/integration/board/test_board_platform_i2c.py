@@ -176,7 +176,7 @@ def test_faults_from_the_environment_variable(board, monkeypatch) -> None:
     with EmulatedPlatform(board, clock=EmulatorClock(), uart_period_s=3600) as platform:
         assert platform.emulator.active_faults() == {"climate": ["nack"], "humidity": ["bad_crc"]}
     monkeypatch.setenv("ROOST_EMULATOR_FAULTS", "climate=nack, humidity=garbage")
-    with pytest.raises(PlatformError, match="ROOST_EMULATOR_FAULTS.*cannot show fault 'garbage'"):
+    with pytest.raises(PlatformError, match=r"ROOST_EMULATOR_FAULTS.*cannot show fault 'garbage'"):
         EmulatedPlatform(board, clock=EmulatorClock(), uart_period_s=3600)
 
 
@@ -196,7 +196,8 @@ def test_boards_the_emulator_cannot_build(board) -> None:
     shared = parse_board({
         "board": {"name": "two-on-one", "description": "two parts on one UART", "runtime": "linux"},
         "buses": {"serial0": {"kind": "uart", "device": "/dev/serial0", "baudrate": 9600}},
-        "sensors": [{"id": "a", "driver": "pms5003", "bus": "serial0"}, {"id": "b", "driver": "nmea", "bus": "serial0"}],
+        "sensors": [{"id": "a", "driver": "pms5003", "bus": "serial0"},
+                    {"id": "b", "driver": "nmea", "bus": "serial0"}],
     })
     with pytest.raises(ValueError, match="share UART 'serial0'"):
         EmulatedPlatform(shared)
