@@ -232,7 +232,7 @@ class Tpm:
         """Create the TCG default RSA 2048 EK (template and nonce from NV if the maker left them) and persist it."""
         if self.has(EK_HANDLE):
             return self.ek_public()
-        utils = self.t.utils
+        from tpm2_pytss import utils
         with self.guard("creating the endorsement key"):
             _, template = utils.create_ek_template("EK-RSA2048", utils.NVReadEK(self.ectx))
             handle, _pub, _, _, _ = self.ectx.create_primary(
