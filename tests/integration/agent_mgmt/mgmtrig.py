@@ -86,3 +86,72 @@ def sdk_connect(creds, timeout: float = 15.0):
         client.shutdown()
         raise
     return client
+
+
+class RunningAgent:
+    """The real roost Daemon (emulated board, real uplink and management) on a thread of its own."""
+
+    def __init__(self, cfg) -> None:
+        import asyncio
+        import threading
+
+        from agent.daemon import Daemon
+
+        self.daemon = Daemon(cfg)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.exit_code: int | None = None
+        self._ready = threading.Event()
+
+        def main() -> None:
+            async def run() -> int:
+                self.loop = asyncio.get_running_loop()
+                self._ready.set()
+                return await self.daemon.run()
+
+            self.exit_code = asyncio.run(run())
+
+        self.thread = threading.Thread(target=main, name="roost-agent", daemon=True)
+        self.thread.start()
+        self._ready.wait(10)
+
+    @property
+    def connected(self) -> bool:
+        uplink = self.daemon.uplink
+        return bool(uplink is not None and uplink.connected and self.daemon.management is not None)
+
+    def stop(self) -> None:
+        if self.thread.is_alive() and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.daemon.stop, "test finished")
+        self.thread.join(30)
+
+
+def recorder_script(tmp_path: Path) -> tuple[Path, Path]:
+    """A command that appends its arguments to a log: stands in for systemctl / timedatectl."""
+    log = tmp_path / "system-actions.log"
+    script = tmp_path / "record-action"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    script.chmod(0o755)
+    return script, log
+
+
+def reported(emu: EmulatorThread, device_id: str) -> dict:
+    return emu.emulator.hub.state.get_twin(device_id).reported
+
+
+def events(emu: EmulatorThread, device_id: str, key: str) -> list[dict]:
+    """Device-to-cloud messages whose JSON body has ``key`` (alerts, c2dResult)."""
+    import json
+
+    out = []
+    for record in emu.emulator.hub.state.telemetry(after_seq=0, limit=100_000, device_id=device_id):
+        try:
+            body = json.loads(record.payload)
+        except ValueError:
+            continue
+        items = body if isinstance(body, list) else [body]
+        for item in items:
+            if isinstance(item, dict) and key in item:
+                out.append(item[key])
+            elif isinstance(item, dict) and isinstance(item.get("event"), dict) and key in item["event"]:
+                out.append(item["event"][key])
+    return out
