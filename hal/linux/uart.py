@@ -17,6 +17,8 @@ import serial
 from hal.errors import BusError
 
 _READ_ALL_LIMIT = 4096  # read() without nbytes returns at most this much at once
+# read() without nbytes on a line that never goes quiet ends after this many character timeouts.
+_READ_ALL_SPAN = 64
 
 
 class SerialUART:
@@ -73,11 +75,13 @@ class SerialUART:
         if nbytes == 0:
             return b""
         want = nbytes if nbytes is not None else _READ_ALL_LIMIT
+        span = nbytes if nbytes is not None else _READ_ALL_SPAN
         start = time.monotonic()
         if not self._wait_readable(self.timeout_ms / 1000):
             return None
-        # The overall bound: a byte-by-byte trickle may stretch a read to one char timeout per byte, no more.
-        deadline = start + (self.timeout_ms + want * max(self.timeout_char_ms, 1)) / 1000
+        # The overall bound: a trickle may stretch a read to one char timeout per byte wanted, no more;
+        # read() of "everything" on a line that never goes quiet stops after _READ_ALL_SPAN of them.
+        deadline = start + (self.timeout_ms + span * max(self.timeout_char_ms, 1)) / 1000
         got = bytearray()
         while len(got) < want:
             try:
