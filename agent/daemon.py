@@ -209,6 +209,7 @@ class Daemon:
         systemd.stopping("flushing the outbox")
         self.sensors.stop()
         await self._cancel(tasks[2:])
+        await self.sensors.close()
         with contextlib.suppress(Exception):
             await self.sensors.flush()
         self.forwarder.flushing = True

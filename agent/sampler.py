@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from agent.config import Config, ConfigError, SensorSettings, parse_sensor_settings
@@ -50,6 +51,8 @@ class Sampler:
         self._monotonic = monotonic
         self._read_timeout_s = read_timeout_s
         self._stopping = asyncio.Event()
+        # One thread per sensor: a slow UART read never delays an I2C sensor, and close() can wait for all.
+        self._executor = ThreadPoolExecutor(max_workers=max(1, len(self._sensors)), thread_name_prefix="roost-read")
         self.reads = dict.fromkeys(self._sensors, 0)
         unknown = sorted(set(config.telemetry.sensors) - set(self._sensors))
         if unknown:
@@ -93,6 +96,14 @@ class Sampler:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for reads still running in their threads, so the buses can be closed under nobody."""
+        done = asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        try:
+            await asyncio.wait_for(done, timeout_s)
+        except TimeoutError:
+            log.warning("a sensor read did not finish within %.0f s of shutdown", timeout_s)
+
     async def flush(self) -> None:
         """Close every open aggregation window into the sink (at shutdown, so no reading is left in memory)."""
         out: list[Sample] = []
@@ -105,7 +116,8 @@ class Sampler:
         """Read one sensor now, filter, and sink the result; returns what went to the sink."""
         sensor = self._sensors[sensor_id]
         try:
-            reading = await asyncio.wait_for(asyncio.to_thread(sensor.read), self._read_timeout_s)
+            read = asyncio.get_running_loop().run_in_executor(self._executor, sensor.read)
+            reading = await asyncio.wait_for(read, self._read_timeout_s)
             sample = from_reading(reading)
         except TimeoutError:
             sample = Sample(sensor_id, self._clock(), error=f"read took longer than {self._read_timeout_s:g} s",

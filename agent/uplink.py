@@ -223,6 +223,11 @@ class HubUplink:
         if not client.connected:
             await self._teardown(client)
             raise ConnectionError("the client reported no connection after connect()")
+        try:
+            self._install_receivers(client)
+        except Exception:
+            await self._teardown(client)
+            raise
         self._client = client
         self.stats.connects += 1
         self.stats.connected_since = self._clock()
@@ -316,6 +321,10 @@ class HubUplink:
         client.on_connection_state_change = on_state
         client.on_new_sastoken_required = on_token_required
         client.on_background_exception = on_background
+
+    def _install_receivers(self, client: Any) -> None:
+        # Setting a receive handler makes the SDK subscribe at once; with auto_connect off that only works on a
+        # connected client, so these go on after connect() (clean_session=False keeps them across reconnects).
         if self._method_handler is not None:
             client.on_method_request_received = lambda req: self._spawn(self._answer_method(client, req))
         if self._desired_handler is not None:

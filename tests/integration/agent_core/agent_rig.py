@@ -75,7 +75,7 @@ class Hub:
         for record in records:
             body = json.loads(record.payload)
             for r in body.get("readings", []):
-                self.seen.append((body["outbox"], r["seq"], int(r["values"]["n"]) if "values" in r else -1))
+                self.seen.append((body["outbox"], r["seq"], int(r.get("values", {}).get("n", -1))))
 
     def readings(self) -> list[tuple[str, int, int]]:
         """Every (outbox, seq, n) the hub stored, duplicates included, in arrival order."""
