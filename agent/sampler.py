@@ -144,13 +144,19 @@ class Sampler:
             tick = 0
             while not self._stopping.is_set() and not changed.is_set():
                 await self.sample_once(sensor_id)
-                tick += 1
-                due = start + tick * settings.interval_s
                 now = self._monotonic()
-                if due < now:   # the read overran its slot: skip to the next future tick
-                    tick += int((now - due) // settings.interval_s) + 1
-                    due = start + tick * settings.interval_s
+                tick, due = next_tick(start, tick, settings.interval_s, now)
                 await _wait_first(changed, self._stopping, timeout=due - now)
+
+
+def next_tick(start: float, tick: int, interval_s: float, now: float) -> tuple[int, float]:
+    """The next tick after ``tick`` and when it is due: start + k * interval, skipping ticks already past."""
+    tick += 1
+    due = start + tick * interval_s
+    if due < now:   # the read overran its slot: skip to the next future tick instead of bursting
+        tick += int((now - due) // interval_s) + 1
+        due = start + tick * interval_s
+    return tick, due
 
 
 async def _wait_first(*events: asyncio.Event, timeout: float | None = None) -> None:
