@@ -72,3 +72,10 @@ def test_reported_shapes_match(make_mgmt):
 def test_descriptions_fit_dtdl_limits(kind):
     for item in contents(kind).values():
         assert len(item.get("description", "")) <= 512
+
+
+def test_docs_list_every_method_and_property(make_mgmt):
+    docs = (Path(__file__).parents[3] / "docs" / "management.md").read_text()
+    mgmt, _ = make_mgmt()
+    for name in [*mgmt.methods.table, *WRITABLE, *METRICS]:
+        assert f"`{name}`" in docs, f"docs/management.md does not document {name}"
