@@ -45,8 +45,9 @@ class TpmSigner:
             try:
                 key = tpm.open_persistent(self.handle, "IoT Hub identity key")
             except TpmError as exc:
-                raise TpmError(exc.problem, "the TPM was cleared or the key removed: provision again "
-                                            "(`roost provision --force`, or restart the agent)") from None
+                raise TpmError(exc.problem, "the TPM was cleared or the key removed: provision again (restart "
+                                            "the agent, or call its `reprovision` method); DPS re-issues the "
+                                            "key") from None
             try:
                 return hmac(tpm, key, message)
             finally:
