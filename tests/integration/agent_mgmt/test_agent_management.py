@@ -131,3 +131,26 @@ def test_c2d_commands(emu, agent):
     wait_for(lambda: not hub.state.pending_c2d(DEVICE), what="all C2D messages completed")
     agent.thread.join(30)        # c-3 asked for a reboot
     assert agent.log.read_text().splitlines()[-1] == "reboot"
+
+
+def test_hub_refusal_makes_the_agent_ask_dps_again(emu, agent):
+    hub = emu.emulator.hub
+    hub.state.delete_device(DEVICE)                 # an operator deleted the device: its key is refused now
+    emu.run(lambda: hub.disconnect(DEVICE, "device deleted"))
+    wait_for(lambda: agent.daemon.uplink.stats.reprovisions >= 1, what="re-provisioning")
+    wait_for(lambda: hub.state.find_device(DEVICE) is not None and agent.connected, timeout=30,
+             what="device re-created by DPS and reconnected")
+    assert call(emu, "getHealth")[0] == 200
+
+
+def test_factory_reset_through_the_hub(emu, agent):
+    state = agent.cfg.state_dir
+    (state / "firmware").mkdir()
+    (state / "firmware" / "slot").write_text("B")
+    status, result = call(emu, "factoryReset", {"confirm": "yes-wipe"})
+    assert status == 202 and result["kept"] == ["firmware"]
+    assert "identity" in result["removed"] and "outbox.sqlite" in result["removed"]
+    agent.thread.join(30)
+    assert agent.log.read_text().splitlines()[-1] == "reboot"
+    assert (state / "firmware" / "slot").read_text() == "B"
+    assert not (state / "identity" / "assignment.json").exists()
