@@ -14,6 +14,7 @@ timeouts are real. Only the *values* a part reports come from the board's clock.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import select
@@ -24,6 +25,7 @@ import tty
 from emulator.board.faults import FaultSet
 
 BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
+log = logging.getLogger(__name__)
 
 
 class UartPart:
@@ -133,27 +135,38 @@ class PtyUart:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = time.monotonic()
-            deadline = self._next_deadline(now)
-            timeout = None if deadline is None else max(0.0, deadline - now)
             try:
-                readable, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
-            except (OSError, ValueError):
-                return
-            if self._stop.is_set():
-                return
-            now = time.monotonic()
-            if self._wake_r in readable:
-                os.read(self._wake_r, 64)
-            if self._master in readable:
-                self._read_host(now)
-            if self.part.present:
-                out = self.part.poll(now)
-                if out:
-                    self._queue(out, now)
-            else:
-                self._tx.clear()  # an unplugged part stops mid-frame
-            self._transmit(time.monotonic())
+                if not self._step():
+                    return
+            except Exception:  # a model bug must not kill the line silently: log it and go on
+                log.exception("UART %s: the part model failed; the line keeps running", self.name)
+                self._tx.clear()
+                time.sleep(0.05)
+
+    def _step(self) -> bool:
+        """One turn of the line: wait for input or the next due byte, then move bytes both ways."""
+        now = time.monotonic()
+        deadline = self._next_deadline(now)
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        try:
+            readable, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
+        except (OSError, ValueError):
+            return False
+        if self._stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._wake_r in readable:
+            os.read(self._wake_r, 64)
+        if self._master in readable:
+            self._read_host(now)
+        if self.part.present:
+            out = self.part.poll(now)
+            if out:
+                self._queue(out, now)
+        else:
+            self._tx.clear()  # an unplugged part stops mid-frame
+        self._transmit(time.monotonic())
+        return True
 
     def _next_deadline(self, now: float) -> float | None:
         candidates = []

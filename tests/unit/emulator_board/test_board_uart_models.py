@@ -163,3 +163,30 @@ def test_unplugged_part_is_silent(env: Environment) -> None:
 def test_an_idle_part_refuses_faults_it_cannot_show() -> None:
     with pytest.raises(ValueError, match="supports: unplugged"):
         UartPart().faults.inject("nack")
+
+
+class FlakyPart(UartPart):
+    """Raises on its first poll, then sends one byte per poll (a model with a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__("flaky")
+        self.polls = 0
+
+    def poll(self, now: float) -> bytes:
+        self.polls += 1
+        if self.polls == 1:
+            raise RuntimeError("model bug")
+        return b"x" if self.polls < 5 else b""
+
+    def next_event(self, now: float) -> float | None:
+        return now if self.polls < 5 else None
+
+
+def test_a_failing_model_is_logged_and_the_line_goes_on(caplog) -> None:
+    with PtyUart(FlakyPart(), 115200, paced=False) as line:
+        port = serial.Serial(line.path, 115200, timeout=2)
+        try:
+            assert port.read(3) == b"xxx"
+        finally:
+            port.close()
+    assert "the part model failed" in caplog.text
