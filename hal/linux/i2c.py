@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import threading
 
 from smbus2 import SMBus, i2c_msg
 
@@ -34,13 +35,17 @@ class SMBusI2C:
     def __init__(self, smbus: SMBus, label: str = "i2c") -> None:
         self.smbus = smbus
         self.label = label
+        # Sensors on one bus may be read from several threads; smbus2's SMBus calls (I2C_SLAVE then
+        # I2C_SMBUS in scan) are not atomic, so each call here holds the bus.
+        self.lock = threading.RLock()
 
     # -- transfers -----------------------------------------------------------------------------------------
 
     def _transfer(self, addr: int, *msgs: i2c_msg) -> None:
         _check_address(addr)
         try:
-            self.smbus.i2c_rdwr(*msgs)
+            with self.lock:
+                self.smbus.i2c_rdwr(*msgs)
         except OSError as exc:
             raise _fault(exc, addr, self.label) from exc
 
@@ -86,10 +91,11 @@ class SMBusI2C:
             elif not use_read and not funcs & _FUNC_QUICK:
                 use_read = True
             try:
-                if use_read:
-                    self.smbus.read_byte(addr)
-                else:
-                    self.smbus.write_quick(addr)
+                with self.lock:
+                    if use_read:
+                        self.smbus.read_byte(addr)
+                    else:
+                        self.smbus.write_quick(addr)
             except OSError as exc:
                 if exc.errno == errno.EBUSY:
                     # A kernel driver owns the address (i2cdetect shows "UU"): a part is certainly there.
@@ -103,7 +109,8 @@ class SMBusI2C:
         return found
 
     def close(self) -> None:
-        self.smbus.close()
+        with self.lock:
+            self.smbus.close()
 
     def __repr__(self) -> str:
         return f"<SMBusI2C {self.label}>"

@@ -196,3 +196,24 @@ def test_scan_reports_a_dead_bus_without_raising(board: BoardProfile) -> None:
 def test_probe_chip_on_an_unknown_address(platform: Platform) -> None:
     assert probe_chip(platform.i2c("i2c1"), 0x76, platform.clock) == "BME280"
     assert probe_chip(platform.i2c("i2c1"), 0x20, platform.clock) is None
+
+
+def test_sensors_on_one_bus_read_from_several_threads(board: BoardProfile, platform: Platform) -> None:
+    import threading
+
+    sensors = [s for s in open_sensors(board, platform) if s.bus.startswith("i2c1")]
+    failures: list[str] = []
+
+    def worker(sensor: Sensor) -> None:
+        for _ in range(15):
+            reading = sensor.read()
+            if not reading.ok:
+                failures.append(f"{sensor.id}: {reading.error}")
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sensors]
+    scanner = threading.Thread(target=lambda: [platform.i2c("i2c1").scan() for _ in range(5)])
+    for t in [*threads, scanner]:
+        t.start()
+    for t in [*threads, scanner]:
+        t.join()
+    assert failures == []
