@@ -166,27 +166,38 @@ def test_an_idle_part_refuses_faults_it_cannot_show() -> None:
 
 
 class FlakyPart(UartPart):
-    """Raises on its first poll, then sends one byte per poll (a model with a bug)."""
+    """Raises on its first poll; after the host writes, answers b"xxx" once (a model with a bug)."""
 
     def __init__(self) -> None:
         super().__init__("flaky")
         self.polls = 0
+        self.asked = False
+        self.answered = False
+
+    def receive(self, data: bytes, now: float) -> None:
+        self.asked = True
 
     def poll(self, now: float) -> bytes:
         self.polls += 1
         if self.polls == 1:
             raise RuntimeError("model bug")
-        return b"x" if self.polls < 5 else b""
+        if self.asked and not self.answered:
+            self.answered = True
+            return b"xxx"
+        return b""
 
     def next_event(self, now: float) -> float | None:
-        return now if self.polls < 5 else None
+        return now if self.asked and not self.answered else None
 
 
 def test_a_failing_model_is_logged_and_the_line_goes_on(caplog) -> None:
-    with PtyUart(FlakyPart(), 115200, paced=False) as line:
+    part = FlakyPart()
+    with PtyUart(part, 115200, paced=False) as line:
         port = serial.Serial(line.path, 115200, timeout=2)
         try:
+            port.write(b"?")  # pyserial flushed its input on open: ask only now
             assert port.read(3) == b"xxx"
         finally:
             port.close()
+    assert part.polls >= 2
     assert "the part model failed" in caplog.text
