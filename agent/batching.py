@@ -2,7 +2,9 @@
 
 A telemetry message body is one JSON object:
 
-    {"schema":"roost.telemetry.v1","outbox":"<epoch>","readings":[{"seq":17,"sensor":"bme280",...},...]}
+    {"schema":"roost.telemetry.v1","outbox":"<epoch>",
+     "readings":[{"seq":17,"sensor":"climate","ts":1795444617.456,"values":{"temperature":21.21}},...],
+     "units":{"climate":{"temperature":"degC"}}}
 
 ``seq`` with ``outbox`` identifies each reading for ever, so a consumer drops redelivered duplicates by that
 pair. The body is assembled from the stored JSON texts without re-parsing them, and its size is exact, so a
@@ -12,6 +14,7 @@ batch stays within ``batch_max_bytes`` (a single reading larger than that goes a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,19 +73,24 @@ def build(epoch: str, items: Sequence[Item]) -> Batch:
         return Batch(tuple(items), body, message_id, props)
     # '{"seq":N,' + rest of the stored object: no parse, no re-serialisation.
     parts = [f'{{"seq":{i.seq},' + i.body[1:] if len(i.body) > 2 else f'{{"seq":{i.seq}}}' for i in items]
-    body = (header(epoch) + ",".join(parts) + "]}").encode()
-    return Batch(tuple(items), body, message_id, {"schema": SCHEMA, "count": str(len(items))})
+    units: dict[str, str] = {}
+    for item in items:
+        if item.sensor is not None and item.units and item.sensor not in units:
+            units[item.sensor] = item.units
+    unit_map = ",".join(f"{json.dumps(sensor)}:{text}" for sensor, text in units.items())
+    body = (header(epoch) + ",".join(parts) + '],"units":{' + unit_map + "}}").encode()
+    return Batch(tuple(items), body, message_id, {"schema": SCHEMA})
 
 
 def claim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
     """Claim from ``outbox`` exactly what fits in one message of at most ``batch_max_bytes``."""
     return outbox.claim(body_budget(epoch, batch_max_bytes), max_items, base=envelope_size(epoch),
-                        cost=packed_cost)
+                        cost=packed_cost())
 
 
 async def aclaim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
     return await outbox.aclaim(body_budget(epoch, batch_max_bytes), max_items, base=envelope_size(epoch),
-                               cost=packed_cost)
+                               cost=packed_cost())
 
 
 def properties_size(epoch: str) -> int:
@@ -92,7 +100,7 @@ def properties_size(epoch: str) -> int:
     encoding) plus its application property names and values, so those come out of the 4 KB too.
     """
     message_id = len(epoch) + 2 * (1 + 12)                      # epoch-first-last with 12-digit sequences
-    application = len("schema") + len(SCHEMA) + len("count") + 6
+    application = len("schema") + len(SCHEMA)
     return message_id + len(CONTENT_TYPE) + len(CONTENT_ENCODING) + application
 
 
@@ -108,13 +116,22 @@ def metered_size(batch: Batch) -> int:
 
 
 def envelope_size(epoch: str) -> int:
-    """Bytes of a telemetry message that are not readings (header and closing brackets, less one comma)."""
-    return len(header(epoch)) + len("]}") - 1
+    """Bytes of a telemetry message that are not readings or units (header and the closing part)."""
+    return len(header(epoch)) + len('],"units":{}}')
 
 
-def packed_cost(item: Item) -> int:
-    """What one stored reading adds to a packed message."""
-    return len(item.body) + item_overhead(item.seq)
+def packed_cost() -> Callable[[Item], int]:
+    """What each stored reading adds to one packed message: itself, and its sensor's units the first time."""
+    seen: set[str] = set()
+
+    def cost(item: Item) -> int:
+        extra = 0
+        if item.sensor is not None and item.units and item.sensor not in seen:
+            seen.add(item.sensor)
+            extra = len(json.dumps(item.sensor)) + 1 + len(item.units) + 1
+        return len(item.body) + item_overhead(item.seq) + extra
+
+    return cost
 
 
 class Sender(Protocol):

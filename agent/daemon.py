@@ -255,7 +255,8 @@ class Daemon:
     # ---- pipeline plumbing -----------------------------------------------------------------------------------
 
     async def _store(self, samples: list[Sample]) -> None:
-        await self.outbox.aadd_many([s.to_json() for s in samples])
+        await self.outbox.aadd_many([s.to_json() for s in samples],
+                                    sensors=[(s.sensor_id, s.units_json()) for s in samples])
         if self.forwarder is not None:
             self.forwarder.notify()
 

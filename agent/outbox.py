@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS readings (
     kind TEXT NOT NULL,
     body TEXT NOT NULL,
     props TEXT,
+    sensor TEXT,
+    units TEXT,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
@@ -62,6 +64,8 @@ class Item:
     body: str
     props: Mapping[str, str] | None
     created: float
+    sensor: str | None = None      # which sensor, so a batch can name each sensor's units once
+    units: str | None = None       # that sensor's units as JSON object text
 
     @property
     def size(self) -> int:
@@ -183,16 +187,26 @@ class Outbox:
         return self.add_many([body], kind, props)[0]
 
     def add_many(self, bodies: Iterable[str], kind: str = TELEMETRY,
-                 props: Mapping[str, str] | None = None) -> list[int]:
-        """Store several readings in one transaction (one fsync)."""
+                 props: Mapping[str, str] | None = None,
+                 sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
+        """Store several readings in one transaction (one fsync).
+
+        ``sensors`` gives each reading's (sensor id, units JSON text); units travel once per sensor per batch
+        instead of in every reading.
+        """
         now = self.clock()
         props_text = json.dumps(dict(props), separators=(",", ":")) if props else None
         with self._lock:
             items = []
-            for body in bodies:
+            bodies = list(bodies)
+            meta = list(sensors) if sensors is not None else [(None, None)] * len(bodies)
+            if len(meta) != len(bodies):
+                raise ValueError("sensors must name one (sensor, units) pair per body")
+            for body, (sensor, units) in zip(bodies, meta, strict=True):
                 if not body.startswith("{"):
                     raise ValueError("an outbox body must be a JSON object text")
-                items.append(Item(self._next_seq, kind, body, dict(props) if props else None, now))
+                items.append(Item(self._next_seq, kind, body, dict(props) if props else None, now, sensor,
+                                  units))
                 self._next_seq += 1
             incoming = sum(i.size for i in items)
             self._make_room(incoming)
@@ -210,10 +224,11 @@ class Outbox:
         try:
             with _transaction(self._db, durable=True):
                 self._db.executemany(
-                    "INSERT INTO readings(seq, kind, body, props, created) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO readings(seq, kind, body, props, sensor, units, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(i.seq, i.kind, i.body,
                       props_text if props_text is not None else (json.dumps(i.props) if i.props else None),
-                      i.created) for i in items])
+                      i.sensor, i.units, i.created) for i in items])
         except sqlite3.OperationalError as exc:
             self._counters["store_errors"] += 1
             if not self._disk_full_logged:
@@ -320,19 +335,21 @@ class Outbox:
                         self._unclaimed_bytes -= item.size
                         self._unclaimed_n -= 1
                     return batch
-            rows = self._db.execute("SELECT seq, kind, body, props, created FROM readings WHERE seq > ? "
+            rows = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
+                                    "WHERE seq > ? "
                                     "ORDER BY seq LIMIT ?", (self._cursor, min(max_items, 1024))).fetchall()
-            candidates = [Item(s, k, b, json.loads(p) if p else None, c) for s, k, b, p, c in rows]
+            candidates = [Item(s, k, b, json.loads(p) if p else None, c, sn, u) for s, k, b, p, c, sn, u in rows]
             candidates += [i for i in self._spill if i.seq > self._cursor]
             batch: list[Item] = []
             used = base
             for item in candidates:
                 if batch and (item.kind != TELEMETRY or batch[0].kind != TELEMETRY):
                     break
-                if batch and used + cost(item) > max_bytes:
+                price = cost(item)   # called once per item, in order: a cost may depend on what came before
+                if batch and used + price > max_bytes:
                     break
                 batch.append(item)
-                used += cost(item)
+                used += price
                 if len(batch) >= max_items:
                     break
             for item in batch:
@@ -421,8 +438,9 @@ class Outbox:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def aadd_many(self, bodies: list[str], kind: str = TELEMETRY,
-                        props: Mapping[str, str] | None = None) -> list[int]:
-        return await self._run(self.add_many, bodies, kind, props)
+                        props: Mapping[str, str] | None = None,
+                        sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
+        return await self._run(self.add_many, bodies, kind, props, sensors)
 
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:

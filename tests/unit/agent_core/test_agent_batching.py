@@ -39,20 +39,32 @@ def test_a_batch_is_json_with_ids_and_routing_properties(outbox):
     assert [r["seq"] for r in body["readings"]] == [1, 2, 3]
     assert [r["n"] for r in body["readings"]] == [0, 1, 2]
     assert batch.message_id == f"{outbox.epoch}-1-3"
-    assert batch.properties == {"schema": batching.SCHEMA, "count": "3"}
+    assert batch.properties == {"schema": batching.SCHEMA}
+    assert body["units"] == {}
     assert batch.billed_units == 1
 
 
+def test_units_travel_once_per_sensor_per_batch(outbox):
+    units = {"a": '{"temperature":"degC"}', "b": '{"humidity":"%RH"}'}
+    sensors = [("a", units["a"]), ("b", units["b"]), ("a", units["a"]), ("c", None)]
+    outbox.add_many([reading(i) for i in range(4)], sensors=sensors)
+    (batch,) = drain(outbox, 4096)
+    assert json.loads(batch.body)["units"] == {"a": {"temperature": "degC"}, "b": {"humidity": "%RH"}}
+
+
 @settings(max_examples=40, deadline=None)
-@given(sizes=st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=60),
+@given(sizes=st.lists(st.tuples(st.integers(min_value=0, max_value=5000), st.sampled_from("abcd")),
+                      min_size=1, max_size=60),
        limit=st.sampled_from([256, 1000, 4096]))
 def test_batches_fit_the_limit_and_keep_every_reading_in_order(tmp_path_factory, sizes, limit):
     with Outbox(tmp_path_factory.mktemp("b") / "o.sqlite", 64 << 20) as ob:
-        ob.add_many([reading(i, pad) for i, pad in enumerate(sizes)])
+        ob.add_many([reading(i, pad) for i, (pad, _) in enumerate(sizes)],
+                    sensors=[(name, json.dumps({f"unit_{name}": "x" * (ord(name) - 90)})) for _, name in sizes])
         batches = drain(ob, limit)
     seen = []
     for b in batches:
         readings = json.loads(b.body)["readings"]
+        assert set(json.loads(b.body)["units"]) <= set("abcd")
         assert batching.metered_size(b) <= limit or len(readings) == 1
         seen += [r["n"] for r in readings]
     assert seen == list(range(len(sizes)))
