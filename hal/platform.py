@@ -104,6 +104,9 @@ class Platform:
         port = self._pins.get(number)
         if port is None:
             port = self._pins[number] = self._open_pin(number, mode, pull)
+        elif mode is not None or pull is not None:
+            # Asked again with a direction or pull: apply it, as machine.Pin(n, mode) does.
+            port.init(mode, pull)
         return port
 
     def _check_open(self) -> None:

@@ -27,7 +27,8 @@ def checksum(body):
 def parse_sentence(line):
     """Split a sentence (bytes, with or without CR LF) into its fields after checking the checksum.
 
-    Returns a list of str: the sentence type ("GGA", "RMC" ...) then its fields. Raises FrameError on
+    Returns a list of str: the sentence type ("GGA", "RMC" ...; the whole address for proprietary
+    sentences such as "PMTK001") then its fields. Raises FrameError on
     a malformed line and CRCError on a checksum mismatch.
     """
     line = bytes(line).strip()
@@ -49,9 +50,11 @@ def parse_sentence(line):
     except UnicodeError:
         raise FrameError("NMEA sentence is not ASCII")
     address = fields[0]
-    if len(address) != 5 and not (len(address) == 4 and address[0] == "P"):
+    if address[:1] == "P":
+        return fields  # proprietary ($PMTK..., $PUBX...): kept whole, never mistaken for GGA/RMC
+    if len(address) != 5:
         raise FrameError("NMEA address field %r is not talker + sentence type" % (address,))
-    fields[0] = address[-3:]
+    fields[0] = address[2:]
     return fields
 
 

@@ -97,8 +97,11 @@ def test_overlong_line_is_dropped():
 
 def test_other_sentences_are_ignored():
     gps, uart, _ = make()
-    uart.deliver(sentence(b"GPGSV,3,1,11,03,03,111,00,04,15,270,00,06,01,010,00,13,06,292,00") + GGA + RMC)
+    uart.deliver(sentence(b"GPGSV,3,1,11,03,03,111,00,04,15,270,00,06,01,010,00,13,06,292,00")
+                 + sentence(b"PMTK001,314,3") + GGA + RMC)
     assert gps.read()["satellites"] == 8
+    assert gps.frame_errors == 0 and gps.checksum_errors == 0
+    assert parse_sentence(sentence(b"PMTK001,314,3")) == ["PMTK001", "314", "3"]
 
 
 def test_one_of_the_two_sentences_is_enough_at_the_deadline():

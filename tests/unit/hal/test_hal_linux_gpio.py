@@ -149,3 +149,10 @@ def test_closing_the_platform_closes_its_pins() -> None:
     platform.close()
     assert pin.pin.when_changed is None
     assert platform._factory is None and factory is not None
+
+
+def test_asking_again_with_a_mode_applies_it(platform) -> None:
+    pin = platform.pin(22, GpiozeroPin.OUT)
+    assert platform.pin(22) is pin and pin.mode() == GpiozeroPin.OUT
+    assert platform.pin(22, GpiozeroPin.IN, GpiozeroPin.PULL_UP) is pin
+    assert pin.mode() == GpiozeroPin.IN and pin.value() == 1
