@@ -1,5 +1,6 @@
 """The whole agent with a TPM identity: the real daemon (emulated board) provisions through DPS TPM
-attestation, streams telemetry with TPM-signed SAS tokens, and re-provisions on the `reprovision` method."""
+attestation, streams telemetry with TPM-signed SAS tokens renewed mid-stream, and re-provisions on the
+`reprovision` method."""
 
 from __future__ import annotations
 
@@ -75,7 +76,9 @@ def test_agent_provisions_with_the_tpm_streams_and_reprovisions(swtpm, tmp_path,
             "identity": {"method": "tpm", "tpm_tcti": swtpm.tcti, "id_scope": info["dps"]["id_scope"],
                          "provisioning_host": info["dps"]["https"].removeprefix("https://"),
                          "provisioning_ca_file": info["root_ca"]},
-            "hub": {"ca_file": info["root_ca"], "connect_timeout_s": 10.0},
+            # Short-lived tokens: the uplink renews one (signed in the TPM) 8 s after each connect. Renewal
+            # reconnects the SDK client, so the method below is called well before that.
+            "hub": {"ca_file": info["root_ca"], "connect_timeout_s": 10.0, "sas_ttl_s": 60, "renew_before_s": 52},
             "telemetry": {"interval_s": 1.0, "batch_max_delay_s": 0.2},
         })
         assert config is not None, problems
@@ -92,6 +95,9 @@ def test_agent_provisions_with_the_tpm_streams_and_reprovisions(swtpm, tmp_path,
         wait_for(lambda: agent.daemon.uplink.stats.reprovisions >= 1 and agent.connected, what="reconnected")
         seen = len(hub.state.telemetry(device_id=reg_id))
         wait_for(lambda: len(hub.state.telemetry(device_id=reg_id)) > seen, what="telemetry after re-provisioning")
+        wait_for(lambda: agent.daemon.uplink.stats.token_renewals >= 1, what="a TPM-signed token renewal")
+        seen = len(hub.state.telemetry(device_id=reg_id))
+        wait_for(lambda: len(hub.state.telemetry(device_id=reg_id)) > seen, what="telemetry after the renewal")
         body = json.loads(hub.state.telemetry(device_id=reg_id)[-1].payload)
         assert body["schema"] == "roost.telemetry.v1" and body["readings"]   # the agent's own sensor readings
     finally:
