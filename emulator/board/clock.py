@@ -4,8 +4,10 @@ It satisfies :class:`hal.ports.Clock` (``ticks_ms``, ``ticks_diff``, ``ticks_add
 ``time``) and adds what the models and tests need: an unwrapped ``monotonic()`` in seconds and
 ``jump()`` to step the clock like an NTP correction or a suspend would.
 
-Two modes. *Manual* (tests): time stands still until ``sleep_ms`` or ``advance`` moves it, so a
+Three modes. *Manual* (tests): time stands still until ``sleep_ms`` or ``advance`` moves it, so a
 driver that waits 10 ms for a BME280 conversion returns at once and every run is identical.
+*Lockstep* (``lockstep=True``): manual time that also waits for real in ``sleep_ms``, so parts that live
+in real time (UART lines on a pty) keep pace while emulated time still moves only by what was slept.
 *Real time* (demo, CLI): time follows the machine's monotonic clock and ``sleep_ms`` really sleeps.
 """
 
@@ -22,10 +24,13 @@ DEFAULT_WALL_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed wall clock
 
 
 class EmulatorClock:
-    """A clock the tests own (``realtime=False``) or that follows the machine (``realtime=True``)."""
+    """A clock the tests own (default, or ``lockstep=True``) or one that follows the machine (``realtime=True``)."""
 
-    def __init__(self, *, realtime: bool = False, wall: float | None = None) -> None:
+    def __init__(self, *, realtime: bool = False, lockstep: bool = False, wall: float | None = None) -> None:
+        if realtime and lockstep:
+            raise ValueError("a clock is either real time or lockstep (manual time that waits), not both")
         self.realtime = realtime
+        self.lockstep = lockstep
         self._lock = threading.Lock()
         self._manual_ns = 0
         self._mono_offset_ns = 0
@@ -51,8 +56,10 @@ class EmulatorClock:
             return
         if self.realtime:
             _time.sleep(ms / 1000)
-        else:
-            self.advance(ms / 1000)
+            return
+        if self.lockstep:
+            _time.sleep(ms / 1000)
+        self.advance(ms / 1000)
 
     def time(self) -> float:
         """Wall-clock seconds since the epoch (moves with ``jump``; never use it for deadlines)."""

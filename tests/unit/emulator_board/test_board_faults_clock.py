@@ -112,3 +112,12 @@ def test_quiet_environment_has_no_drift_or_noise() -> None:
     assert {name: s.value(1234.5) for name, s in env.signals().items()} == {
         name: s.base for name, s in env.signals().items()
     }
+
+
+def test_lockstep_clock_moves_exactly_by_what_was_slept() -> None:
+    clock = EmulatorClock(lockstep=True)
+    clock.sleep_ms(3)
+    clock.sleep_ms(2)
+    assert clock.ticks_ms() == 5 and clock.monotonic() == pytest.approx(0.005)
+    with pytest.raises(ValueError, match="either real time or lockstep"):
+        EmulatorClock(realtime=True, lockstep=True)
