@@ -129,7 +129,8 @@ def _resolve_dps(config: Any, state_dir: Path, force: bool) -> HubCredentials:
     return HubCredentials(cached.hostname, cached.device_id, x509=files, source=method)
 
 
-def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str) -> None:
+def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str,
+                         timeout_s: float | None = None) -> None:
     """Switch a symmetric identity to ``new_key_b64`` once DPS has accepted it; the old key is kept aside.
 
     DPS answers only if the enrollment already carries the new key, so a wrong or premature key is refused
@@ -154,7 +155,7 @@ def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str) -
                            "point it at the PEM root CA of the provisioning service, or leave it empty")
     dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
                  registration_id=registration_id(config), symmetric_key=new_key_b64.strip(), ca_pem=ca_pem,
-                 timeout_s=max(60.0, 2 * float(config.hub.connect_timeout_s)))
+                 timeout_s=timeout_s or max(60.0, 2 * float(config.hub.connect_timeout_s)))
     install_rotated_key(state_dir, new_key_b64, current)
     cache.forget(state_dir)
 

@@ -85,6 +85,7 @@ class Management:
         self._was_connected = False
         self._next_health = 0.0
         self._task: asyncio.Task | None = None
+        self._listeners: list[tuple[frozenset[str], Callable[[dict], Any]]] = []
 
     # -- wiring --------------------------------------------------------------------------------------------
     def attach(self) -> Management:
@@ -99,6 +100,35 @@ class Management:
     def claim(self, *names: str) -> None:
         """Leave these desired properties to another part of the agent (no acknowledgement from here)."""
         self.desired.claimed.update(names)
+
+    def add_method(self, name: str, handler: Callable[[Any], Any]) -> None:
+        """Serve another direct method (e.g. from the update engine): ``async handler(payload) -> (status, result)``.
+
+        It gets the same treatment as the built-in ones: methods.disabled, the timeout, errors as statuses.
+        """
+        if name in self.methods.table:
+            raise ValueError(f"direct method {name!r} is already served")
+        self.methods.table[name] = handler
+
+    def add_desired_listener(self, names: set[str] | frozenset[str], listener: Callable[[dict], Any]) -> None:
+        """Pass the desired properties ``names`` (e.g. an ADU component) to ``async listener(patch)``.
+
+        The listener gets them with ``$version`` from every patch and from the full twin after each connect;
+        it acknowledges them itself, and this module leaves them alone.
+        """
+        self.claim(*names)
+        self._listeners.append((frozenset(names), listener))
+
+    async def _forward(self, desired: dict) -> None:
+        for names, listener in self._listeners:
+            part = {k: v for k, v in desired.items() if k in names}
+            if not part:
+                continue
+            part.update({k: v for k, v in desired.items() if k.startswith("$")})
+            try:
+                await listener(part)
+            except Exception:
+                log.exception("twin: the listener for %s failed", ", ".join(sorted(names)))
 
     @property
     def trust(self) -> Any:
@@ -115,6 +145,7 @@ class Management:
             return
         reported = self.desired.process(patch)
         await self._report(reported)
+        await self._forward(patch)
 
     async def on_connected(self) -> None:
         """After each (re)connect: apply the whole desired twin once, then report device info and health."""
@@ -127,6 +158,8 @@ class Management:
         reported = self.desired.process(desired if isinstance(desired, dict) else {})
         reported["deviceInfo"] = self.device_info()
         await self._report(reported)
+        if isinstance(desired, dict):
+            await self._forward(desired)
         await self.report_health()
 
     async def _report(self, patch: dict) -> None:
@@ -184,7 +217,10 @@ class Management:
     def rotate_symmetric_key(self, key: Any) -> None:
         from agent.identity import rotate_symmetric_key
 
-        rotate_symmetric_key(self.context.config, self.state_dir, key)
+        # DPS must answer well inside the method's own deadline: a key installed after the caller was told
+        # "timed out" would break the promise that an error status means nothing changed.
+        budget = float(getattr(getattr(self.context.config, "methods", None), "timeout_s", 30.0))
+        rotate_symmetric_key(self.context.config, self.state_dir, key, timeout_s=max(1.0, budget * 0.75))
 
     def diagnostics_bundle(self, include_logs: bool = True) -> tuple[bytes, str]:
         config = self.context.config

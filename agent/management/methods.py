@@ -64,7 +64,7 @@ class Methods:
 
     def __init__(self, mgmt: Management) -> None:
         self.mgmt = mgmt
-        self.table: dict[str, Callable[[Any], Awaitable[Result]]] = {
+        self.table: dict[str, Callable[[Any], Awaitable[Result]]] = {  # name -> async handler(payload)
             "reboot": self.reboot,
             "scheduleReboot": self.schedule_reboot,
             "factoryReset": self.factory_reset,

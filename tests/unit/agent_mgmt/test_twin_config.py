@@ -166,3 +166,26 @@ def test_reported_patch_failure_does_not_break_the_handler(make_mgmt):
     ctx.uplink.fail_patch = True
     desired(mgmt, {"telemetryInterval": 5, "$version": 2})
     assert ctx.sensors.settings()["climate"]["interval_s"] == 5.0
+
+
+def test_other_components_get_their_properties_and_methods(make_mgmt):
+    mgmt, ctx = make_mgmt()
+    seen = []
+
+    async def listener(patch):
+        seen.append(patch)
+
+    async def apply_update(payload):
+        if not isinstance(payload, dict):
+            return 400, {"error": "payload must be an object"}
+        return 200, {"accepted": payload.get("version")}
+
+    mgmt.add_desired_listener({"deviceUpdate"}, listener)
+    mgmt.add_method("applyUpdate", apply_update)
+    desired(mgmt, {"deviceUpdate": {"service": {"workflow": {"action": 3}}}, "telemetryInterval": 9, "$version": 4})
+    assert seen == [{"deviceUpdate": {"service": {"workflow": {"action": 3}}}, "$version": 4}]
+    assert "deviceUpdate" not in ctx.uplink.reported[-1]
+    assert asyncio.run(mgmt.on_method("applyUpdate", {"version": "1.2"})) == (200, {"accepted": "1.2"})
+    assert asyncio.run(mgmt.on_method("applyUpdate", 5))[0] == 400
+    with pytest.raises(ValueError, match="already served"):
+        mgmt.add_method("reboot", apply_update)
