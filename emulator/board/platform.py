@@ -17,6 +17,7 @@ rate, default True), ``uart_period_s`` (PMS5003/GPS output period), ``faults`` (
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from typing import Any
 
 from emulator.board.board import EmulatedBoard
@@ -30,7 +31,8 @@ from hal.ports import Clock
 
 
 class EmulatedPlatform(LinuxPlatform):
-    """The ``linux`` platform on emulated hardware. ``emulator`` is the :class:`EmulatedBoard`."""
+    """The ``linux`` platform on emulated hardware. ``emulator`` is the :class:`EmulatedBoard`; faults are
+    injected with ``platform.inject(...)``, ``platform.board.inject(...)`` or ``platform.emulator.inject(...)``."""
 
     name = "emulated"
     supported_runtimes = ("linux",)
@@ -48,7 +50,8 @@ class EmulatedPlatform(LinuxPlatform):
         self.emulator = EmulatedBoard(board, clock=emulator_clock, seed=seed, quiet=quiet, paced=paced,
                                       uart_period_s=uart_period_s)
         try:
-            super().__init__(board, clock=clock if clock is not None else emulator_clock, **options)
+            profile = EmulatedProfile.of(board, self.emulator)
+            super().__init__(profile, clock=clock if clock is not None else emulator_clock, **options)
             for text in (os.environ.get(ENVIRONMENT_VARIABLE, ""), faults or ""):
                 if text.strip():
                     self.emulator.apply(text)
@@ -93,6 +96,26 @@ class EmulatedPlatform(LinuxPlatform):
             super().close()
         finally:
             self.emulator.close()
+
+
+@dataclass(frozen=True)
+class EmulatedProfile(BoardProfile):
+    """The board profile as the emulated platform holds it (``platform.board``): the same data, plus the
+    emulated board's fault verbs, so ``platform.board.inject("climate", "nack")`` works."""
+
+    @classmethod
+    def of(cls, profile: BoardProfile, emulator: EmulatedBoard) -> EmulatedProfile:
+        values = {f.name: getattr(profile, f.name) for f in fields(BoardProfile)}
+        made = cls(**values)
+        # Not a dataclass field: asdict()/replace() of the profile must not reach into the emulator.
+        object.__setattr__(made, "emulator", emulator)
+        return made
+
+    def inject(self, target: str, kind: str, *, count: int | None = None, seconds: float | None = None) -> None:
+        self.emulator.inject(target, kind, count=count, seconds=seconds)
+
+    def clear(self, target: str | None = None, kind: str | None = None) -> None:
+        self.emulator.clear(target, kind)
 
 
 class _TicksClock:

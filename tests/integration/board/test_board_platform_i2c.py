@@ -201,3 +201,15 @@ def test_boards_the_emulator_cannot_build(board) -> None:
     })
     with pytest.raises(ValueError, match="share UART 'serial0'"):
         EmulatedPlatform(shared)
+
+
+def test_the_profile_carries_the_fault_verbs(board, platform) -> None:
+    import dataclasses
+
+    assert platform.board.name == "rpi-4b" and platform.board.bus("i2c1") == board.bus("i2c1")
+    assert dataclasses.asdict(platform.board) == dataclasses.asdict(board)
+    platform.board.inject("climate", "nack")
+    assert platform.emulator.active_faults() == {"climate": ["nack"]}
+    assert read(board, platform, ["climate"])["climate"].error_kind == "nack"
+    platform.board.clear("climate")
+    assert read(board, platform, ["climate"])["climate"].ok
