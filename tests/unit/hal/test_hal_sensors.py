@@ -30,7 +30,7 @@ def board(tmp_path: Path) -> BoardProfile:
 
 @pytest.fixture
 def platform(board: BoardProfile) -> Iterator[Platform]:
-    with load_platform("emulated", board, seed=3, quiet=True, uart_period_s=0.2) as p:
+    with load_platform("emulated", board, seed=3, quiet=True, uart_period_s=0.1) as p:
         yield p
 
 
@@ -102,7 +102,7 @@ def test_a_bus_that_cannot_open_fails_only_its_sensors(board: BoardProfile) -> N
         def open_smbus(self, bus):
             raise FileNotFoundError(2, "No such file or directory", bus.device)
 
-    with NoI2C(board, seed=3, quiet=True, uart_period_s=0.2) as platform:
+    with NoI2C(board, seed=3, quiet=True, uart_period_s=0.1) as platform:
         readings = by_id([s.read() for s in open_sensors(board, platform)])
     assert readings["climate"].error_kind == "platform" and "dtparam=i2c_arm=on" in readings["climate"].error
     assert readings["analog"].error_kind == "platform"
@@ -187,7 +187,7 @@ def test_scan_reports_a_dead_bus_without_raising(board: BoardProfile) -> None:
         def open_smbus(self, bus):
             raise PermissionError(13, "Permission denied", bus.device)
 
-    with NoI2C(board, seed=3, quiet=True, uart_period_s=0.2) as platform:
+    with NoI2C(board, seed=3, quiet=True, uart_period_s=0.1) as platform:
         results = {r.bus: r for r in scan(board, platform)}
     assert "add the user to group 'i2c'" in results["i2c1"].error
     assert results["serial0"].entries[0].present
