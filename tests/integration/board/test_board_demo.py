@@ -46,3 +46,19 @@ def test_chaos_breaks_one_sensor_at_a_time_and_mends_it() -> None:
             seen.append(platform.emulator.active_faults())
         assert all(len(faults) <= 1 for faults in seen)
         assert any(seen) and not all(seen)
+
+
+def test_board_show_lists_parts_and_their_faults(capsys) -> None:
+    import json
+
+    from emulator.commands.board import run_show
+
+    assert run_show(argparse.Namespace(board="rpi-5", json=True)) == 0
+    parts = {p["sensor_id"]: p for p in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert parts["position"]["chip"] == "NMEA GPS" and "garbage" in parts["position"]["faults"]
+    assert parts["climate"]["address"] == 0x77 and "wrong_chip" in parts["climate"]["faults"]
+    assert run_show(argparse.Namespace(board="rpi-4b", json=False)) == 0
+    text = capsys.readouterr().out
+    assert "ROOST_EMULATOR_FAULTS=climate=nack" in text and "suspend:SECONDS" in text
+    assert run_show(argparse.Namespace(board="nope", json=False)) == 2
+    assert "no board called 'nope'" in capsys.readouterr().err
