@@ -86,8 +86,12 @@ def loaded_key(tpm: Tpm, blob: bytes) -> Iterator[Any]:
     if public.publicArea.type != t.TPM2_ALG.KEYEDHASH:
         raise _malformed("the key it carries is not an HMAC key")
 
-    ek = tpm.open_persistent(0x81010001, "endorsement key")
-    srk = tpm.srk()
+    ek = tpm.ek()
+    try:
+        srk = tpm.srk()
+    except BaseException:
+        tpm.ectx.tr_close(ek)
+        raise
     try:
         session = tpm.endorsement_policy_session()
         with tpm.transient(session):
@@ -107,7 +111,7 @@ def loaded_key(tpm: Tpm, blob: bytes) -> Iterator[Any]:
 
 def _tpm_step(tpm: Tpm, doing: str, call: Any) -> Any:
     """Run one TPM command of the activation; integrity failures mean the blob is not for this TPM."""
-    with tpm._lock:
+    with tpm.lock:
         try:
             return call()
         except tpm.t.TSS2_Exception as exc:
@@ -125,8 +129,8 @@ def credential_rejected(tpm: Tpm, exc: BaseException) -> bool:
     # TPM_RC_INTEGRITY, VALUE, SIZE, KEY (0x09A), BAD_AUTH (0x0A2), AUTH_FAIL (0x08E), POLICY_FAIL (0x09D)
     if rc in (RC_INTEGRITY, RC_VALUE, RC_SIZE, 0x09A, 0x0A2, 0x08E, 0x09D):
         return True
-    # libtpms before 0.10 (swtpm in Debian 12/13) answers TPM_RC_FAILURE when a secret does not decrypt with
-    # the EK, without being in failure mode: the self-test result tells the two apart.
+    # Older libtpms (swtpm in Debian 12; changed upstream in 2024) answers TPM_RC_FAILURE when a secret does not
+    # decrypt with the EK, without being in failure mode: the self-test result tells the two apart.
     if rc != RC_FAILURE:
         return False
     try:

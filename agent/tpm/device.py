@@ -117,7 +117,7 @@ class Tpm:
         self.tcti = tcti
         check_tcti(tcti)
         self.t = _pytss()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()   # one ESAPI context serves one command at a time
         try:
             self.ectx = self.t.ESAPI(tcti)
         except self.t.TSS2_Exception as exc:
@@ -142,7 +142,7 @@ class Tpm:
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
         """Hold the lock and turn TSS errors into TpmErrors that say what was being done."""
-        with self._lock:
+        with self.lock:
             try:
                 yield
             except self.t.TSS2_Exception as exc:
@@ -177,7 +177,7 @@ class Tpm:
 
     def open_persistent(self, handle: int, what: str) -> Any:
         """The ESYS_TR of a persistent object (close it with tr_close; it is not flushed)."""
-        with self._lock:
+        with self.lock:
             try:
                 return self.ectx.tr_from_tpmpublic(handle)
             except self.t.TSS2_Exception as exc:
@@ -216,17 +216,24 @@ class Tpm:
 
     # -- the endorsement key and the storage root key ---------------------------------------------------
 
-    def ek_public(self) -> bytes:
-        """The marshalled TPM2B_PUBLIC of the EK at 0x81010001 (what DPS enrolls)."""
-        try:
-            return bytes(self.public(EK_HANDLE, "endorsement key").marshal())
-        except TpmError as exc:
-            if "no endorsement key" not in exc.problem:
-                raise
+    def ek(self) -> Any:
+        """ESYS_TR of the EK at 0x81010001 (close it with tr_close); EkNotProvisioned says how to make one."""
+        if not self.has(EK_HANDLE):
             raise EkNotProvisioned(
                 f"the TPM has no endorsement key at persistent handle 0x{EK_HANDLE:08x}",
                 "create it with `roost tpm ek --create` (the TCG default RSA EK, the one the EK certificate "
-                "certifies) or `tpm2_createek -c 0x81010001 -G rsa`") from None
+                "certifies) or `tpm2_createek -c 0x81010001 -G rsa`")
+        return self.open_persistent(EK_HANDLE, "endorsement key")
+
+    def ek_public(self) -> bytes:
+        """The marshalled TPM2B_PUBLIC of the EK at 0x81010001 (what DPS enrolls)."""
+        tr = self.ek()
+        try:
+            with self.guard("reading the endorsement key"):
+                pub, _, _ = self.ectx.read_public(tr)
+            return bytes(pub.marshal())
+        finally:
+            self.ectx.tr_close(tr)
 
     def create_ek(self) -> bytes:
         """Create the TCG default RSA 2048 EK (template and nonce from NV if the maker left them) and persist it."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.identity.errors import IdentityError, TrustError
 from agent.tpm.activation import credential_rejected
-from agent.tpm.device import AK_HANDLE, EK_HANDLE, Tpm
+from agent.tpm.device import AK_HANDLE, Tpm
 from agent.tpm.errors import ChallengeRejected, translate
 
 BOOT_PCRS = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -62,11 +62,11 @@ def activate(tpm: Tpm, credential_blob: bytes, encrypted_secret: bytes) -> bytes
     except Exception as exc:   # the binding raises several types for garbage
         raise ChallengeRejected(f"the attestation service's credential does not decode ({exc})",
                                 "check the attestation service URL") from None
+    ek = tpm.ek()
     ak = tpm.open_persistent(AK_HANDLE, "attestation key")
-    ek = tpm.open_persistent(EK_HANDLE, "endorsement key")
     try:
         session = tpm.endorsement_policy_session()
-        with tpm.transient(session), tpm._lock:
+        with tpm.transient(session), tpm.lock:
             try:
                 return bytes(tpm.ectx.activate_credential(ak, ek, blob, secret, session1=t.ESYS_TR.PASSWORD,
                                                           session2=session))
