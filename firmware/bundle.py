@@ -106,10 +106,11 @@ def read_envelope(read_at: Callable[[int, int], bytes]) -> Envelope:
     if not 0 <= s_len <= MAX_SIGNATURE_AREA:
         raise BundleFormatError(f"signature area length {s_len} exceeds {MAX_SIGNATURE_AREA} bytes; "
                                 "the bundle is damaged or hostile")
-    body = read_at(HEADER.size, m_len + s_len)
-    if len(body) < m_len + s_len:
+    manifest_raw = read_at(HEADER.size, m_len)
+    signatures = read_at(HEADER.size + m_len, s_len) if s_len else b""
+    if len(manifest_raw) < m_len or len(signatures) < s_len:
         raise BundleFormatError("bundle ends inside its manifest or signature area (truncated)")
-    return Envelope(body[:m_len], decode_signatures(body[m_len:]), s_len)
+    return Envelope(manifest_raw, decode_signatures(signatures), s_len)
 
 
 def verify_envelope(envelope: Envelope, trusted: dict[str, keys.TrustedKey], threshold: int = 1) -> Manifest:

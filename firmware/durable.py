@@ -58,6 +58,22 @@ class Storage:
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int, target: str) -> None:
         self._point("write", f"{target}@{offset}")
+        self._write_all(fd, memoryview(data), offset, target)
+
+    def pwrite_blocks(self, fd: int, data: memoryview, offset: int, block_size: int, target: str) -> None:
+        """Write whole blocks with one system call, yet with one write point per block: if the hook stops the
+        process before block j, blocks before j are written and nothing from j on, exactly as block writes."""
+        if self.hook is not None:
+            for start in range(0, len(data), block_size):
+                try:
+                    self._point("write", f"{target}@{offset + start}")
+                except BaseException:
+                    if start:
+                        self._write_all(fd, data[:start], offset, target)
+                    raise
+        self._write_all(fd, data, offset, target)
+
+    def _write_all(self, fd: int, data: memoryview, offset: int, target: str) -> None:
         view = memoryview(data)
         while view:
             try:

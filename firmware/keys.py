@@ -6,13 +6,15 @@ has the same id on the build machine and on every device, whatever the file is c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from firmware.errors import KeyFileError
@@ -39,14 +41,57 @@ def algorithm_of(key: PrivateKey | PublicKey) -> str:
     raise KeyFileError(f"unsupported key type {type(key).__name__}; roost signs with Ed25519 or ECDSA P-256")
 
 
-def key_id(key: PrivateKey | PublicKey) -> str:
-    public = key.public_key() if hasattr(key, "private_bytes") else key
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+# The DER SubjectPublicKeyInfo of the two key types is a fixed prefix followed by the raw key. Decoding them
+# here keeps cryptography's serialization package (about 2.5 MB resident) out of the device's install process;
+# it is only loaded on the build machine, for private keys.
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+_SPKI_P256 = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+
+def key_id_of_der(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()[:32]
+
+
+def public_der(key: PrivateKey | PublicKey) -> bytes:
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        return _SPKI_ED25519 + public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    return public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_id(key: PrivateKey | PublicKey) -> str:
+    return key_id_of_der(public_der(key))
+
+
+def public_from_der(der: bytes, where: object) -> PublicKey:
+    try:
+        if len(der) == len(_SPKI_ED25519) + 32 and der.startswith(_SPKI_ED25519):
+            return ed25519.Ed25519PublicKey.from_public_bytes(der[len(_SPKI_ED25519):])
+        if len(der) == len(_SPKI_P256) + 65 and der.startswith(_SPKI_P256):
+            return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), der[len(_SPKI_P256):])
+    except ValueError as exc:
+        raise KeyFileError(f"{where} holds a damaged public key ({exc})") from None
+    raise KeyFileError(f"{where} is not an Ed25519 or ECDSA P-256 public key; roost verifies only those")
+
+
+def _pem_body(data: bytes, label: bytes, where: object) -> bytes | None:
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    start = data.find(begin)
+    stop = data.find(end, start + 1)
+    if start < 0 or stop < 0:
+        return None
+    try:
+        return base64.b64decode(b"".join(data[start + len(begin):stop].split()), validate=True)
+    except binascii.Error:
+        raise KeyFileError(f"{where} has a damaged PEM body") from None
 
 
 def write_private(key: PrivateKey, path: Path) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, mode 0600, refusing to overwrite an existing file."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     try:
@@ -62,8 +107,9 @@ def write_private(key: PrivateKey, path: Path) -> None:
 
 
 def write_public(key: PrivateKey | PublicKey, path: Path) -> None:
-    public = key.public_key() if hasattr(key, "private_bytes") else key
-    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    body = base64.encodebytes(public_der(key)).replace(b"\n", b"")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    pem = b"-----BEGIN PUBLIC KEY-----\n" + b"\n".join(lines) + b"\n-----END PUBLIC KEY-----\n"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -73,6 +119,8 @@ def write_public(key: PrivateKey | PublicKey, path: Path) -> None:
 
 
 def load_private(path: Path) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -87,16 +135,19 @@ def load_private(path: Path) -> PrivateKey:
 
 
 def load_public(path: Path) -> PublicKey:
+    return _load_public_der(path)[0]
+
+
+def _load_public_der(path: Path) -> tuple[PublicKey, bytes]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not a PEM public key ({exc})") from None
-    algorithm_of(key)
-    return key  # type: ignore[return-value]
+    der = _pem_body(data, b"PUBLIC KEY", path)
+    if der is None:
+        raise KeyFileError(f"{path} is not a PEM public key (no BEGIN PUBLIC KEY block); export one with "
+                           "`roost keys generate`")
+    return public_from_der(der, path), der
 
 
 def sign(key: PrivateKey, data: bytes) -> bytes:
@@ -141,7 +192,7 @@ def load_trusted(directory: Path) -> dict[str, TrustedKey]:
             continue
         if b"PRIVATE KEY" in path.read_bytes()[:200]:
             raise KeyFileError(f"{path} is a private key; only public keys belong in the trusted key directory")
-        key = load_public(path)
-        kid = key_id(key)
+        key, der = _load_public_der(path)
+        kid = key_id_of_der(der)
         trusted[kid] = TrustedKey(kid, algorithm_of(key), key, path)
     return trusted

@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 16 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 64 * 1024
-_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+_HEX = re.compile(r"\A[0-9a-f]*\Z")
 _BOARD = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 
 
@@ -69,7 +69,7 @@ class Manifest:
             "expires": format_time(self.expires),
             "image_size": self.image_size,
             "block_size": self.block_size,
-            "blocks": [self.digest(i).hex() for i in range(self.block_count)],
+            "blocks": self.digests.hex(),
             "golden": self.golden,
             "description": self.description,
         }
@@ -117,22 +117,26 @@ class Manifest:
                 or block & (block - 1)):
             raise BundleFormatError(f"manifest 'block_size' must be a power of two from {MIN_BLOCK_SIZE} to "
                                     f"{MAX_BLOCK_SIZE}")
+        # one hex string of 64 characters per block: a list of 16384 strings (a 1 GiB image) would cost the
+        # device several MB of Python objects while parsing
         blocks = doc.get("blocks")
         expected = -(-size // block)
-        if not isinstance(blocks, list) or len(blocks) != expected:
-            raise BundleFormatError(f"manifest lists {len(blocks) if isinstance(blocks, list) else 'no'} block "
-                                    f"hashes but image_size/block_size needs {expected}")
-        if not all(isinstance(h, str) and _HEX64.match(h) for h in blocks):
-            raise BundleFormatError("manifest 'blocks' must hold lowercase hex SHA-256 digests")
+        if not isinstance(blocks, str) or len(blocks) != 64 * expected:
+            raise BundleFormatError(f"manifest 'blocks' holds {len(blocks) // 64 if isinstance(blocks, str) else 'no'} "
+                                    f"block hashes but image_size/block_size needs {expected}")
+        if not _HEX.match(blocks):
+            raise BundleFormatError("manifest 'blocks' must be lowercase hex: the SHA-256 of each block, concatenated")
         golden = doc.get("golden", False)
         description = doc.get("description", "")
         if not isinstance(golden, bool) or not isinstance(description, str):
             raise BundleFormatError("manifest 'golden' must be true/false and 'description' a string")
         created = doc.get("created")
+        digests = bytes.fromhex(blocks)
+        del doc["blocks"], blocks
         return cls(
             compatible=tuple(compatible), version=version, security_version=sv,
             expires=parse_time(doc.get("expires"), "expires"), image_size=size, block_size=block,
-            digests=b"".join(bytes.fromhex(h) for h in blocks), golden=golden,
+            digests=digests, golden=golden,
             created=parse_time(created, "created") if created is not None else None, description=description,
         )
 

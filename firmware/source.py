@@ -9,11 +9,9 @@ and a server that ignores Range, sends more than asked or trickles below a minim
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,6 +57,25 @@ class FileSource:
             remaining -= got
             yield view[:want]
 
+    def chunks(self, offset: int, length: int, chunk_size: int, buffers: int = 1) -> Iterator[memoryview]:
+        """Like blocks() with bigger reads: each view stays valid until ``buffers`` more have been taken."""
+        pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
+        self._fh.seek(offset)
+        remaining, turn = length, 0
+        while remaining:
+            view = pool[turn % buffers]
+            turn += 1
+            want = min(chunk_size, remaining)
+            got = 0
+            while got < want:
+                n = self._fh.readinto(view[got:want])
+                if not n:
+                    raise BundleFormatError(f"bundle {self.location} ends {remaining - got} bytes early (truncated)")
+                got += n
+            self.bytes_read += got
+            remaining -= got
+            yield view[:want]
+
     def close(self) -> None:
         self._fh.close()
 
@@ -66,6 +83,11 @@ class FileSource:
 class HttpSource:
     def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5, min_rate: float = 4096.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        # imported here: http.client pulls in ssl (about 5 MB resident), which file installs never need
+        import http.client
+        import urllib.parse
+
+        self._http = http.client
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DownloadError(f"{url!r} is not an http(s) URL")
@@ -85,13 +107,13 @@ class HttpSource:
         """Never read more than ``cap`` bytes in total (header, manifest, payload and any resumed parts)."""
         self.cap = cap
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self):
         host, port = self._parts.hostname, self._parts.port
         if self._parts.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout)
-        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+            return self._http.HTTPSConnection(host, port, timeout=self.timeout)
+        return self._http.HTTPConnection(host, port, timeout=self.timeout)
 
-    def _open(self, start: int, end: int) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _open(self, start: int, end: int):
         path = self._parts.path or "/"
         if self._parts.query:
             path += "?" + self._parts.query
@@ -139,7 +161,7 @@ class HttpSource:
         while position <= end:
             try:
                 conn, resp = self._open(position, end)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, self._http.HTTPException) as exc:
                 failures += 1
                 if failures > self.retries:
                     raise DownloadError(f"{self.location}: {exc}; gave up after {self.retries} retries") from None
@@ -151,7 +173,7 @@ class HttpSource:
                     want = min(len(buf), end - position + 1)
                     try:
                         n = resp.readinto(view[:want])
-                    except (OSError, http.client.HTTPException):
+                    except (OSError, self._http.HTTPException):
                         break   # dropped mid-body: resume from `position` with a new Range request
                     if not n:
                         break
@@ -182,24 +204,24 @@ class HttpSource:
             pass   # 416: the caller sees a short read and reports the truncation with context
         return bytes(out)
 
-    def blocks(self, offset: int, length: int, block_size: int) -> Iterator[memoryview]:
-        """Yield the range as whole blocks from one (resumable) request; memory stays one block."""
-        buf = bytearray(block_size)
-        view = memoryview(buf)
-        filled = 0
-        remaining = length
-        want = min(block_size, remaining)
-        for piece in self._chunks(offset, length, block_size):
+    def chunks(self, offset: int, length: int, chunk_size: int, buffers: int = 1) -> Iterator[memoryview]:
+        """The range in pieces of ``chunk_size`` (the last may be shorter), rotating over ``buffers`` buffers."""
+        pool = [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
+        turn, filled, remaining = 0, 0, length
+        want = min(chunk_size, remaining)
+        for piece in self._chunks(offset, length, chunk_size):
             while piece:
+                view = pool[turn % buffers]
                 take = min(len(piece), want - filled)
                 view[filled:filled + take] = piece[:take]
                 filled += take
                 piece = piece[take:]
                 if filled == want:
+                    turn += 1
                     yield view[:want]
                     remaining -= want
                     filled = 0
-                    want = min(block_size, remaining)
+                    want = min(chunk_size, remaining)
 
     def close(self) -> None:
         """Connections are closed after each range."""

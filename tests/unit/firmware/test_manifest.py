@@ -51,8 +51,9 @@ def _doc(**changes) -> bytes:
     ({"image_size": 0}, "'image_size'"),
     ({"block_size": 3000}, "power of two"),
     ({"block_size": 1 << 30}, "power of two"),
-    ({"blocks": ["00" * 32]}, "needs 3"),
-    ({"blocks": ["zz" * 32] * 3}, "hex SHA-256"),
+    ({"blocks": "00" * 32}, "holds 1 block hashes but image_size/block_size needs 3"),
+    ({"blocks": ["00" * 32] * 3}, "holds no block"),
+    ({"blocks": "zz" * 96}, "lowercase hex"),
     ({"expires": "tomorrow"}, "UTC time"),
     ({"golden": "yes"}, "'golden'"),
 ])
