@@ -9,7 +9,6 @@ sample, so a hot device does not flood the outbox.
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 from collections.abc import Callable, Mapping
@@ -103,9 +102,8 @@ class SystemProbe:
             return None
         return round(usage.free / 2**20, 1), round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0
 
-    @staticmethod
-    def agent_rss_mb() -> float:
-        status = _read(Path(f"/proc/{os.getpid()}/status")) or ""
+    def agent_rss_mb(self) -> float:
+        status = _read(self.root / "proc/self/status") or ""
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 return round(int(line.split()[1]) / 1024.0, 1)

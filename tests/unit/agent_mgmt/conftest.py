@@ -38,6 +38,8 @@ def fake_root(tmp_path: Path) -> Path:
     (root / "proc/loadavg").write_text("0.50 0.40 0.30 1/200 1234\n")
     (root / "proc/meminfo").write_text("MemTotal:  4000000 kB\nMemFree:  1000000 kB\nMemAvailable:  3000000 kB\n")
     (root / "proc/uptime").write_text("12345.67 20000.00\n")
+    (root / "proc/self").mkdir()
+    (root / "proc/self/status").write_text("Name:\tpython3\nVmRSS:\t   40960 kB\n")
     (root / "proc/device-tree/serial-number").write_text("10000000abcdef01\x00")
     (root / "proc/device-tree/model").write_text("Raspberry Pi 4 Model B Rev 1.5\x00")
     (root / "etc/os-release").write_text('NAME="Debian GNU/Linux"\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n')
@@ -60,6 +62,8 @@ def recorder(tmp_path: Path) -> tuple[SystemActions, Path]:
 @pytest.fixture
 def make_mgmt(tmp_path, clock, fake_root, recorder):
     def build(**sections):
+        # The free space of the test machine's disk is not ours to assert on: that rule is off unless asked.
+        sections["health"] = {"disk_free_min_mb": 0.0, **sections.get("health", {})}
         config = make_config(tmp_path, **sections)
         context = FakeContext(config, Path(config.device.state_dir))
         context.state_dir.mkdir(parents=True, exist_ok=True)

@@ -233,3 +233,42 @@ def test_a_crashing_handler_is_500_not_an_exception(make_mgmt):
     ctx.sensors.sensor_ids = broken
     status, result = call(mgmt, "setTelemetryInterval", {"interval": 5})
     assert status == 500 and "sampler gone" in result["error"]
+
+
+@pytest.mark.parametrize("name, payload, message", [
+    ("reboot", {"reason": 5}, "reason must be a string"),
+    ("reboot", {"reason": "x" * 201}, "at most 200"),
+    ("identify", {"seconds": 0}, "between 1 and 600"),
+    ("identify", {"seconds": "long"}, "must be a number"),
+    ("removeTrustedCertificate", {}, "needs 'fingerprint'"),
+    ("addTrustedCertificate", {}, "needs 'pem'"),
+    ("scheduleReboot", {"at": 12}, "ISO 8601"),
+    ("getHealth", {"verbose": True}, "unknown field(s) verbose"),
+])
+def test_payload_errors_name_the_problem(make_mgmt, name, payload, message):
+    mgmt, ctx = make_mgmt()
+    status, result = call(mgmt, name, payload)
+    assert status == 400 and message in result["error"]
+    assert ctx.reboots == [] and ctx.platform.pins == {}
+
+
+def test_rotate_key_checks_the_key_before_asking_dps(make_mgmt, tmp_path):
+    import base64
+
+    (tmp_path / "dev.key").write_text(base64.b64encode(b"k" * 32).decode())
+    mgmt, ctx = make_mgmt(identity={"method": "symmetric", "symmetric_key_file": "dev.key", "id_scope": "0ne1",
+                                    "connection_string_file": "", "provisioning_host": "127.0.0.1:1"})
+    for bad, message in [("not base64!", "not valid base64"), ("c2hvcnQ=", "16 to 64 bytes"), (7, "base64 string"),
+                         (base64.b64encode(b"k" * 32).decode(), "already in use")]:
+        status, result = call(mgmt, "rotateDeviceKey", {"key": bad})
+        assert status == 400 and message in result["error"] and "current key stays in use" in result["error"]
+    assert call(mgmt, "rotateDeviceKey", {})[0] == 400
+    assert not (ctx.state_dir / "identity" / "device.key").exists() and ctx.reprovisions == []
+
+
+def test_tpm_identity_rotates_by_reattesting(make_mgmt):
+    mgmt, ctx = make_mgmt(identity={"method": "tpm", "id_scope": "0ne1", "connection_string_file": ""})
+    assert call(mgmt, "rotateDeviceKey", {"key": "abc"})[0] == 400
+    assert ctx.reprovisions == []
+    assert call(mgmt, "rotateDeviceKey", None) == (202, {"rotating": True, "method": "tpm"})
+    assert ctx.reprovisions == ["rotateDeviceKey (TPM)"]

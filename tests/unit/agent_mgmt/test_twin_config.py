@@ -189,3 +189,27 @@ def test_other_components_get_their_properties_and_methods(make_mgmt):
     assert asyncio.run(mgmt.on_method("applyUpdate", 5))[0] == 400
     with pytest.raises(ValueError, match="already served"):
         mgmt.add_method("reboot", apply_update)
+
+
+@pytest.mark.parametrize("bad", [5, 100000, "60", {}])
+def test_bad_health_interval_keeps_the_old_one(make_mgmt, bad):
+    mgmt, ctx = make_mgmt()
+    desired(mgmt, {"healthInterval": 30, "$version": 2})
+    desired(mgmt, {"healthInterval": bad, "$version": 3})
+    ack = ctx.uplink.last("healthInterval")
+    assert ack["ac"] == 400 and ack["value"] == 30.0 and mgmt.health.interval_s == 30.0
+
+
+def test_a_patch_that_is_not_an_object_is_ignored(make_mgmt):
+    mgmt, ctx = make_mgmt()
+    asyncio.run(mgmt.on_desired(["telemetryInterval", 5]))
+    assert ctx.uplink.reported == [] and ctx.sensors.applied == []
+
+
+def test_deleted_properties_return_to_the_config(make_mgmt):
+    mgmt, ctx = make_mgmt(telemetry={"interval_s": 12.0}, device={"log_level": "warning"})
+    desired(mgmt, {"telemetryInterval": 3, "logLevel": "debug", "healthInterval": 20, "$version": 2})
+    desired(mgmt, {"telemetryInterval": None, "logLevel": None, "healthInterval": None, "$version": 3})
+    assert {s["interval_s"] for s in ctx.sensors.settings().values()} == {12.0}
+    assert ctx.log_levels == ["debug", "warning"] and mgmt.health.interval_s == 60.0
+    assert ctx.uplink.last("telemetryInterval")["ac"] == 200
