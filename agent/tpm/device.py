@@ -182,7 +182,8 @@ class Tpm:
                 return self.ectx.tr_from_tpmpublic(handle)
             except self.t.TSS2_Exception as exc:
                 if response_code(exc) == RC_HANDLE:   # nothing at that handle
-                    raise TpmError(f"no {what} at persistent handle 0x{handle:08x}", "") from None
+                    raise TpmError(f"no {what} at persistent handle 0x{handle:08x}",
+                                   "`roost tpm info` lists the persistent objects; see docs/tpm.md") from None
                 raise translate(exc, self.tcti, f"opening the {what}") from None
 
     def public(self, handle: int, what: str) -> Any:

@@ -25,6 +25,7 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,15 +110,14 @@ def check_sas(token: str, resource: str, key: bytes, *, now: float | None = None
 class _Challenge:
     key: bytes
     ek_public: bytes
+    srk_public: bytes
     issued: float
 
 
 class TpmAttestation:
-    """The "tpm" attestation handler: challenge per registration, SAS check, hub key delivery."""
+    """Challenges in flight, one per registration: issue, check the SAS signed with them, wrap the hub key."""
 
-    attestation_type = "tpm"
-
-    def __init__(self, clock: object = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._challenges: dict[str, _Challenge] = {}
         self._lock = threading.Lock()
@@ -130,7 +130,7 @@ class TpmAttestation:
         key = secrets.token_bytes(32)
         blob = authentication_key(ek, srk, key)
         with self._lock:
-            self._challenges[f"{id_scope}/{registration_id_}".lower()] = _Challenge(key, ek, self._clock())
+            self._challenges[f"{id_scope}/{registration_id_}".lower()] = _Challenge(key, ek, srk, self._clock())
         return blob
 
     def verify(self, id_scope: str, registration_id_: str, authorization: str, now: float | None = None) -> None:
@@ -143,10 +143,13 @@ class TpmAttestation:
                                            "register without Authorization first")
         check_sas(authorization, resource, pending.key, now=now, policy="registration")
 
-    def hub_key_blob(self, id_scope: str, registration_id_: str, body_tpm: dict, device_key: bytes) -> bytes:
-        """registrationState.tpm.authenticationKey: the hub device key wrapped for the same EK and SRK."""
-        ek, srk = _decode_keys(body_tpm)
-        return authentication_key(ek, srk, device_key)
+    def hub_key_blob(self, id_scope: str, registration_id_: str, device_key: bytes) -> bytes:
+        """registrationState.tpm.authenticationKey: the hub device key wrapped for the EK and SRK challenged."""
+        with self._lock:
+            pending = self._challenges.get(f"{id_scope}/{registration_id_}".lower())
+        if pending is None:
+            raise TpmAttestationError(401, "no authenticationKey challenge is pending for this registration")
+        return authentication_key(pending.ek_public, pending.srk_public, device_key)
 
     def pending(self, id_scope: str, registration_id_: str) -> bool:
         with self._lock:
@@ -198,7 +201,10 @@ class TpmHandler:
             if "tpm" not in request.body:      # an operation poll: authenticated, nothing to issue
                 return Attested(enrollment, AUTH_SAS)
             device_key = secrets.token_bytes(32)
-            blob = self.attestation.hub_key_blob(request.id_scope, reg_id, request.body["tpm"], device_key)
+            body_ek, _ = _decode_keys(request.body["tpm"])
+            if not hmac.compare_digest(body_ek, enrolled_ek):
+                raise TpmAttestationError(401, "endorsement key does not match the enrollment")
+            blob = self.attestation.hub_key_blob(request.id_scope, reg_id, device_key)
         except TpmAttestationError as exc:
             raise AttestationError(exc.status, exc.status * 1000 + 2, f"TPM attestation: {exc}") from None
         key_b64 = base64.b64encode(device_key).decode()

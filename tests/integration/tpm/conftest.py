@@ -17,8 +17,6 @@ import pytest
 
 from emulator.board.swtpm import SwTpm, manufacture
 
-pytestmark = pytest.mark.tpm
-
 
 @pytest.fixture(scope="session")
 def swtpm_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
