@@ -61,6 +61,10 @@ class Reading:
         return asdict(self)
 
 
+# Faults after which an open sensor is opened again on the next read.
+_REOPEN_AFTER = ("nack", "bus", "timeout", "chip_id")
+
+
 def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, SensorError):
         return exc.kind
@@ -105,7 +109,11 @@ class Sensor:
         self.device = device
 
     def read(self) -> Reading:
-        """Read the sensor now. Faults are reported in the reading, never raised."""
+        """Read the sensor now. Faults are reported in the reading, never raised.
+
+        After a NACK, bus fault, timeout or identity mismatch the driver is dropped and the next read
+        opens it again, so a part that was unplugged or power-cycled comes back configured.
+        """
         values: dict[str, float] = {}
         try:
             if self.device is None:
@@ -113,6 +121,10 @@ class Sensor:
             values = self.device.read()
         except Exception as exc:  # containment is the point: one sensor must not stop the others
             kind = _error_kind(exc)
+            if kind in _REOPEN_AFTER:
+                # The part may have been unplugged or power-cycled and lost its settings: open it
+                # afresh (identity check, calibration, configuration) on the next read.
+                self.device = None
             if kind == "internal":
                 log.exception("sensor %s (%s): driver failed unexpectedly", self.id, self.driver)
             message = f"{type(exc).__name__}: {exc}"

@@ -112,8 +112,6 @@ class BME280(I2CDevice):
     def _configure(self):
         # The filter is only written in sleep mode; in forced mode the part returns to sleep on its own.
         self.set_field(FILTER, self._filter)
-        # ctrl_hum takes effect only after a write to ctrl_meas, which read() does every time.
-        self.set_field(OSRS_H, self._osrs_h)
         self._configured = True
 
     def measure_raw(self):
@@ -122,6 +120,10 @@ class BME280(I2CDevice):
             self._load_calibration()
         if not self._configured:
             self._configure()
+        # ctrl_hum goes out before every measurement: it takes effect only with the ctrl_meas write
+        # that follows, and a brown-out resets it to "humidity skipped", which would read as garbage.
+        # Its bits 7:3 are unused, so no read-modify-write is needed.
+        self.write_u8(_REG_CTRL_HUM, self._osrs_h)
         self.write_u8(_REG_CTRL_MEAS, (self._osrs_t << 5) | (self._osrs_p << 2) | _MODE_FORCED)
         self.clock.sleep_ms(self.measure_ms)
         deadline = self.deadline(2 * self.measure_ms + 10)

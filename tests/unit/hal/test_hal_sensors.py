@@ -86,6 +86,26 @@ def test_a_sensor_that_failed_to_open_is_reopened(board: BoardProfile, platform:
     assert second.values["temperature"] != 0
 
 
+def test_a_sensor_is_reopened_after_it_stopped_answering(board: BoardProfile, platform: Platform) -> None:
+    climate = open_sensors(board, platform)[0]
+    assert climate.read().ok
+    first = climate.device
+    platform.inject("climate", "nack", count=1)
+    assert climate.read().error_kind == "nack"
+    assert not climate.is_open
+    assert climate.read().ok
+    assert climate.device is not first
+
+
+def test_a_crc_error_keeps_the_sensor_open(board: BoardProfile, platform: Platform) -> None:
+    humidity = open_sensors(board, platform)[1]
+    assert humidity.read().ok
+    first = humidity.device
+    platform.inject("humidity", "bad_crc", count=1)
+    assert humidity.read().error_kind == "crc"
+    assert humidity.read().ok and humidity.device is first
+
+
 def test_a_silent_uart_is_a_timeout_in_the_reading(board: BoardProfile, platform: Platform) -> None:
     particles = open_sensors(board, platform)[3]
     platform.inject("particles", "unplugged")
