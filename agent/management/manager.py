@@ -286,10 +286,25 @@ class Management:
     def start(self) -> asyncio.Task:
         if self._task is not None and not self._task.done():
             return self._task
+        self._show_led()
         self._task = asyncio.get_running_loop().create_task(self.run(), name="roost-management")
         return self._task
 
+    def _show_led(self, running: bool = True) -> None:
+        # "auto": lit while the agent runs, so a dark LED on a powered board means the agent is down.
+        if not self.led.available:
+            return
+        try:
+            if running:
+                self.led.set_mode(self.led.mode)
+            elif self.led.mode == "auto":
+                self.led.set_mode("off")
+                self.led.mode = "auto"
+        except Exception as exc:
+            log.warning("status LED: %s", exc)
+
     async def stop(self) -> None:
+        self._show_led(running=False)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -272,3 +272,15 @@ def test_tpm_identity_rotates_by_reattesting(make_mgmt):
     assert ctx.reprovisions == []
     assert call(mgmt, "rotateDeviceKey", None) == (202, {"rotating": True, "method": "tpm"})
     assert ctx.reprovisions == ["rotateDeviceKey (TPM)"]
+
+
+def test_led_is_lit_while_management_runs(make_mgmt):
+    mgmt, ctx = make_mgmt()
+
+    async def lifecycle():
+        mgmt.start()
+        await asyncio.sleep(0)
+        await mgmt.stop()
+
+    asyncio.run(lifecycle())
+    assert ctx.platform.pins[17].states == [1, 0] and mgmt.led.mode == "auto"
