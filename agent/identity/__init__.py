@@ -30,8 +30,13 @@ def trust_store(config: Any, state_dir: Path) -> TrustStore:
     return TrustStore(Path(state_dir), config.hub.ca_file or None)
 
 
-def resolve(config: Any, state_dir: str | Path, force: bool = False) -> HubCredentials:
-    """Credentials for the hub this device belongs to; ``force`` drops the cached DPS assignment first."""
+def resolve(config: Any, state_dir: str | Path, force: bool = False, *, check_gateway: bool = True) -> HubCredentials:
+    """Credentials for the hub this device belongs to; ``force`` drops the cached DPS assignment first.
+
+    With a gateway configured, its TLS certificate is checked here against the trust anchors (``check_gateway``):
+    a wrong CA or a gateway name missing from the certificate raises TrustError saying which, instead of the
+    SDK's opaque connection failure later. An unreachable gateway is not an error here (the uplink retries).
+    """
     state_dir = Path(state_dir)
     method = config.identity.method
     if method == "tpm":
@@ -43,7 +48,26 @@ def resolve(config: Any, state_dir: str | Path, force: bool = False) -> HubCrede
     else:
         raise ConfigurationError(f"identity.method {method!r} is not supported",
                                  "use symmetric, x509, tpm or connection-string")
-    return _with_route_and_trust(creds, config, state_dir)
+    creds = _with_route_and_trust(creds, config, state_dir)
+    if check_gateway and creds.gateway_hostname:
+        _check_gateway(creds, timeout=min(5.0, float(config.hub.connect_timeout_s)))
+    return creds
+
+
+def _check_gateway(creds: HubCredentials, timeout: float) -> None:
+    import threading
+
+    from agent.identity.tls_check import probe_tls
+
+    outcome: list = []
+    # A worker thread bounds the name lookup too, which socket timeouts do not cover.
+    worker = threading.Thread(target=lambda: outcome.append(probe_tls(creds.gateway_hostname, 8883, creds.ca_pem,
+                                                                      timeout=timeout)),
+                              name="gateway-tls-check", daemon=True)
+    worker.start()
+    worker.join(timeout * 2)
+    if outcome and outcome[0].kind in ("wrong-ca", "hostname-mismatch", "expired"):
+        raise TrustError(outcome[0].detail, outcome[0].fix, kind=outcome[0].kind)
 
 
 def _resolve_tpm(config: Any, state_dir: Path, force: bool) -> HubCredentials:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mgmtrig import config, enroll_symmetric, new_key, sdk_connect, start, write_secret
 
-from agent.identity import describe_connect_failure, resolve
+from agent.identity import TrustError, describe_connect_failure, resolve
 from emulator.pki import Pki
 
 
@@ -18,13 +18,13 @@ def gateway_emu(tmp_path, loopback_address, second_loopback, request):
     emulator.stop()
 
 
-def provisioned(tmp_path, emu, gateway, **hub):
+def provisioned(tmp_path, emu, gateway, check_gateway=True, **hub):
     key = new_key()
     enroll_symmetric(emu, "pi-downstream", key)
     cfg = config(tmp_path, emu, {"method": "symmetric", "registration_id": "pi-downstream",
                                  "symmetric_key_file": str(write_secret(tmp_path / "dev.key", key))},
                  hub={"gateway_hostname": gateway, **hub})
-    return resolve(cfg, cfg.state_dir)
+    return resolve(cfg, cfg.state_dir, check_gateway=check_gateway)
 
 
 def test_through_the_gateway_with_its_root_ca(gateway_emu, tmp_path):
@@ -42,7 +42,10 @@ def test_through_the_gateway_with_its_root_ca(gateway_emu, tmp_path):
 def test_wrong_root_ca_is_named(gateway_emu, tmp_path):
     emu, gateway = gateway_emu
     other = Pki(tmp_path / "other").root()
-    creds = provisioned(tmp_path, emu, gateway, ca_file=str(other.cert_path))
+    with pytest.raises(TrustError) as before:      # checked before the SDK is even asked to connect
+        provisioned(tmp_path, emu, gateway, ca_file=str(other.cert_path))
+    assert before.value.kind == "wrong-ca" and "hub.ca_file" in before.value.fix
+    creds = provisioned(tmp_path, emu, gateway, check_gateway=False, ca_file=str(other.cert_path))
     with pytest.raises(Exception) as failure:
         sdk_connect(creds)
     error = describe_connect_failure(creds, failure.value)
@@ -53,10 +56,32 @@ def test_wrong_root_ca_is_named(gateway_emu, tmp_path):
 @pytest.mark.parametrize("gateway_emu", [["edge-gw.roost.test"]], indirect=True)
 def test_hostname_not_in_the_gateway_certificate_is_named(gateway_emu, tmp_path):
     emu, gateway = gateway_emu
-    creds = provisioned(tmp_path, emu, gateway)
+    with pytest.raises(TrustError) as before:
+        provisioned(tmp_path, emu, gateway)
+    assert before.value.kind == "hostname-mismatch" and "edge-gw.roost.test" in before.value.problem
+    creds = provisioned(tmp_path, emu, gateway, check_gateway=False)
     with pytest.raises(Exception) as failure:
         sdk_connect(creds)
     error = describe_connect_failure(creds, failure.value)
     assert error.kind == "hostname-mismatch"
     assert "edge-gw.roost.test" in error.problem and repr(gateway) in error.problem
     assert "gateway_hostname" in error.fix
+
+
+def test_the_running_agent_says_which_trust_problem_it_has(gateway_emu, tmp_path):
+    from mgmtrig import RunningAgent, wait_for
+
+    emu, gateway = gateway_emu
+    key = new_key()
+    enroll_symmetric(emu, "pi-agent-gw", key)
+    other = Pki(tmp_path / "other").root()
+    cfg = config(tmp_path, emu, {"method": "symmetric", "registration_id": "pi-agent-gw",
+                                 "symmetric_key_file": str(write_secret(tmp_path / "dev.key", key))},
+                 hub={"gateway_hostname": gateway, "ca_file": str(other.cert_path)})
+    agent = RunningAgent(cfg)
+    try:
+        error = wait_for(lambda: agent.daemon.uplink and agent.daemon.uplink.stats.last_error, what="a failure")
+    finally:
+        agent.stop()
+    assert "does not lead to the configured root CA" in error
+    assert not agent.connected
