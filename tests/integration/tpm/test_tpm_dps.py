@@ -217,3 +217,29 @@ def test_unreachable_dps(swtpm, tmp_path, loopback_address):
         agent.tpm.provision(config, config.state_dir)
     assert raised.value.kind == "connection"
     assert "provisioning_host" in raised.value.fix
+
+
+def test_dps_refuses_tokens_not_signed_by_the_challenge_key(emu, swtpm, tmp_path, capsys):
+    """The service side: the second register and the operation polls must carry the challenge key's SAS."""
+    from agent.identity.credentials import key_signer, sas_token
+    from agent.tpm.dps import DpsHttpClient
+
+    ek = enroll_from_cli(emu, swtpm.tcti, capsys)
+    info = emu.emulator.connection_info()
+    client = DpsHttpClient(info["dps"]["https"].removeprefix("https://"), info["dps"]["id_scope"],
+                           ek["registration_id"], ca_pem=Path(root_ca_path(emu)).read_text())
+    with Tpm(swtpm.tcti) as tpm:
+        srk = base64.b64encode(tpm.srk_public()).decode()
+    body = {"registrationId": ek["registration_id"], "tpm": {"endorsementKey": ek["endorsement_key"],
+                                                             "storageRootKey": srk}}
+    challenge = client.register(body)
+    assert challenge.status == 401 and challenge.body["authenticationKey"]
+    forged = sas_token(client.resource, key_signer(b"not the challenge key"), int(time.time()) + 600, "registration")
+    refused = client.register(body, forged)
+    assert refused.status == 401 and "authenticationKey" not in refused.body
+    assert client.refused(refused, "register").kind == "auth"
+    assert client.operation("4.0.0", forged).status == 401
+    garbled = client.register({"registrationId": ek["registration_id"],
+                               "tpm": {"endorsementKey": "%%%", "storageRootKey": srk}})
+    assert garbled.status == 400 and "base64" in garbled.body["message"]
+    assert emu.emulator.dps.state.find_registration(ek["registration_id"]) is None
