@@ -168,6 +168,10 @@ class UpdateEngine:
                     self.backend.set_primary(info.slot)
         elif fresh:
             self.store.save(state)
+        if state.pending is None and self._golden_needed(state, info.slot):
+            # the limit was reached but power was cut before the selector switched to the golden image
+            return self._go_golden(state, f"{state.failed_trials} trial boots failed in a row; booting the golden "
+                                          "image, which waits for a good bundle")
         if info.trial and state.pending is None:
             return BootReport(info.slot, True, RECOVERY, "reboot",
                               "trial boot that no install armed; rebooting into the primary slot")

@@ -41,7 +41,7 @@ def _expected(phase: str) -> set[tuple[str, str]]:
         "install": {("a", "1.0"), ("b", "2.0")},
         "commit": {("a", "1.0"), ("b", "2.0")},
         "rollback": {("a", "1.0")},
-        "golden": {("a", "1.0"), ("golden", "golden-1")},
+        "golden": {("golden", "golden-1")},
     }[phase]
 
 
