@@ -97,17 +97,20 @@ class DesiredConfig:
 
     # -- properties -------------------------------------------------------------------------------------------
     def _telemetry_interval(self, value: Any) -> tuple[Any, str]:
-        if value is None:   # deleted from the desired twin: back to the configured interval
-            interval = float(self.context.config.telemetry.interval_s)
-            self._apply_sensors({sid: {"interval_s": interval} for sid in self._sensor_ids()
-                                 if "interval_s" not in self._explicit.get(sid, set())})
-            self.telemetry_interval = None
-            return None, "reset to the configured interval"
-        interval = v.telemetry_interval(value)
-        self._apply_sensors({sid: {"interval_s": interval} for sid in self._sensor_ids()
-                             if "interval_s" not in self._explicit.get(sid, set())})
+        interval = v.telemetry_interval(value) if value is not None else None
+        default = interval if interval is not None else float(self.context.config.telemetry.interval_s)
+        self._apply_sensors({sid: {"interval_s": default} for sid in self._follows_default()})
         self.telemetry_interval = interval
+        if interval is None:   # deleted from the desired twin: back to the configured interval
+            return None, "reset to the configured interval"
         return interval, "applied"
+
+    def _follows_default(self) -> list[str]:
+        """Sensors without an interval of their own, neither in the twin's sensors map nor in roost.toml."""
+        configured = self.context.config.telemetry.sensors
+        return [sid for sid in self._sensor_ids()
+                if "interval_s" not in self._explicit.get(sid, set())
+                and not (sid in configured and configured[sid].interval_s > 0)]
 
     def _sensor_ids(self) -> list[str]:
         return list(self.context.sensors.sensor_ids())
@@ -116,11 +119,9 @@ class DesiredConfig:
         import dataclasses
 
         config = self.context.config
-        settings = config.sensor(sensor_id) if hasattr(config, "sensor") else None
-        if settings is None:
-            return {}
-        out = dataclasses.asdict(settings)
-        if self.telemetry_interval is not None and sensor_id not in config.telemetry.sensors:
+        out = dataclasses.asdict(config.sensor(sensor_id))
+        own = config.telemetry.sensors.get(sensor_id)
+        if self.telemetry_interval is not None and not (own is not None and own.interval_s > 0):
             out["interval_s"] = self.telemetry_interval
         return out
 

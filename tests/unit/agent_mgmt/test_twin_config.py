@@ -213,3 +213,13 @@ def test_deleted_properties_return_to_the_config(make_mgmt):
     assert {s["interval_s"] for s in ctx.sensors.settings().values()} == {12.0}
     assert ctx.log_levels == ["debug", "warning"] and mgmt.health.interval_s == 60.0
     assert ctx.uplink.last("telemetryInterval")["ac"] == 200
+
+
+def test_telemetry_interval_leaves_sensors_with_a_configured_interval(make_mgmt):
+    mgmt, ctx = make_mgmt(telemetry={"sensors": {"air": {"interval_s": 45.0}}})
+    desired(mgmt, {"telemetryInterval": 6, "$version": 2})
+    settings = ctx.sensors.settings()
+    assert settings["climate"]["interval_s"] == 6.0 and settings["air"]["interval_s"] == 10.0
+    desired(mgmt, {"sensors": {"climate": {"interval": 2}}, "$version": 3})
+    desired(mgmt, {"sensors": {"climate": {"interval": None}}, "$version": 4})
+    assert ctx.sensors.settings()["climate"]["interval_s"] == 6.0   # back to the twin's default, not roost.toml's
