@@ -82,6 +82,20 @@ LOCKOUT_FIX = ("wait for the lockout recovery time shown by `roost tpm info`, or
                "what is trying wrong passwords")
 
 
+def connect_fix(tcti: str) -> str:
+    """What to check when nothing answers at ``tcti``, by transport."""
+    name = tcti.partition(":")[0]
+    if name == "tabrmd":
+        return ("start the access broker (`apt install tpm2-abrmd`, `systemctl enable --now tpm2-abrmd`), or use "
+                "the kernel resource manager: identity.tpm_tcti = \"device:/dev/tpmrm0\"")
+    if name in ("swtpm", "mssim"):
+        return ("start the simulator at that host and port (`swtpm socket --tpm2 --server type=tcp,port=PORT "
+                "--ctrl type=tcp,port=PORT+1 --tpmstate dir=DIR --flags not-need-init,startup-clear`), or fix "
+                "identity.tpm_tcti")
+    return ("check identity.tpm_tcti; on a Raspberry Pi enable the TPM overlay (dtoverlay=tpm-slb9670 in "
+            "/boot/firmware/config.txt) and reboot")
+
+
 def response_code(exc: BaseException) -> int:
     """The TPM/TSS response code of a TSS2_Exception with handle/parameter/session numbers stripped."""
     rc = int(getattr(exc, "rc", 0) or 0)
@@ -102,9 +116,7 @@ def translate(exc: BaseException, tcti: str, doing: str) -> TpmError:
             "use the kernel resource manager (identity.tpm_tcti = \"device:/dev/tpmrm0\") or tpm2-abrmd "
             "(\"tabrmd\"), not /dev/tpm0; with swtpm, restart it")
     if rc in (TCTI_IO_ERROR, TCTI_NO_CONNECTION) or rc & 0xFFFF0000 == TCTI_LAYER:
-        return TpmNotFound(f"no TPM answers at {tcti!r} while {doing} ({exc})",
-                           "check identity.tpm_tcti; for swtpm start it (`swtpm socket --tpm2 ...`), for a Pi "
-                           "enable the TPM overlay (dtoverlay=tpm-slb9670) and reboot")
+        return TpmNotFound(f"no TPM answers at {tcti!r} while {doing} ({exc})", connect_fix(tcti))
     if rc == RC_FAILURE:
         return TpmError(f"the TPM is in failure mode while {doing}: its self-test failed or it hit an internal "
                         "error", "power-cycle the device (swtpm: restart it); if it persists the TPM is broken")

@@ -18,6 +18,21 @@ import pytest
 from emulator.board.swtpm import SwTpm, manufacture
 
 
+@pytest.fixture
+def loaded_handles():
+    """Transient objects and sessions a TPM holds right now (all must be gone after each roost call)."""
+    from tpm2_pytss import ESAPI, TPM2_CAP
+
+    def handles(tcti: str) -> list[int]:
+        with ESAPI(tcti) as ectx:
+            found = []
+            for first in (0x80000000, 0x02000000, 0x03000000):
+                _, data = ectx.get_capability(TPM2_CAP.HANDLES, first, 64)
+                found += [int(h) for h in data.data.handles]
+            return found
+    return handles
+
+
 @pytest.fixture(scope="session")
 def swtpm_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return manufacture(tmp_path_factory.mktemp("swtpm-template"))

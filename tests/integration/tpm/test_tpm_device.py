@@ -17,7 +17,6 @@ from tpm2_pytss import (
     ESAPI,
     ESYS_TR,
     TPM2_ALG,
-    TPM2_CAP,
     TPM2B_AUTH,
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
@@ -46,16 +45,6 @@ pytestmark = pytest.mark.tpm
 
 HMAC_ATTRS = (TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT
               | TPMA_OBJECT.SENSITIVEDATAORIGIN)
-
-
-def loaded_handles(tcti: str) -> list[int]:
-    """Transient objects and sessions the TPM holds right now (all must be gone after each roost call)."""
-    with ESAPI(tcti) as ectx:
-        found = []
-        for first in (0x80000000, 0x02000000, 0x03000000):
-            _, data = ectx.get_capability(TPM2_CAP.HANDLES, first, 64)
-            found += [int(h) for h in data.data.handles]
-        return found
 
 
 def challenge_for(tpm: Tpm, key: bytes) -> bytes:
@@ -87,7 +76,7 @@ def test_ek_is_the_certified_tcg_key_and_names_the_registration(swtpm):
     assert reg_id == reg_id.lower() and "=" not in reg_id and len(reg_id) == 52
 
 
-def test_missing_ek_says_how_to_create_it_and_create_restores_the_same_key(swtpm):
+def test_missing_ek_says_how_to_create_it_and_create_restores_the_same_key(swtpm, loaded_handles):
     with Tpm(swtpm.tcti) as tpm:
         before = tpm.ek_public()
         tpm.evict(EK_HANDLE)
@@ -98,7 +87,7 @@ def test_missing_ek_says_how_to_create_it_and_create_restores_the_same_key(swtpm
     assert loaded_handles(swtpm.tcti) == []
 
 
-def test_srk_is_created_when_absent(swtpm):
+def test_srk_is_created_when_absent(swtpm, loaded_handles):
     with Tpm(swtpm.tcti) as tpm:
         tpm.evict(SRK_HANDLE)
         assert not tpm.has(SRK_HANDLE)
@@ -109,7 +98,7 @@ def test_srk_is_created_when_absent(swtpm):
 
 
 @pytest.mark.parametrize("size", [5, 1024, 1025, 3000])
-def test_challenge_key_signs_inside_the_tpm(swtpm, size):
+def test_challenge_key_signs_inside_the_tpm(swtpm, size, loaded_handles):
     key = secrets.token_bytes(32)
     message = bytes(range(256)) * (size // 256) + b"m" * (size % 256)
     with Tpm(swtpm.tcti) as tpm, loaded_key(tpm, challenge_for(tpm, key)) as handle:
@@ -118,7 +107,7 @@ def test_challenge_key_signs_inside_the_tpm(swtpm, size):
 
 
 @pytest.mark.parametrize("part", ["credential", "credential_secret", "duplicate", "duplicate_seed"])
-def test_tampered_challenge_is_rejected_and_nothing_stored(swtpm, part):
+def test_tampered_challenge_is_rejected_and_nothing_stored(swtpm, part, loaded_handles):
     with Tpm(swtpm.tcti) as tpm:
         parts = AuthenticationKey.parse(challenge_for(tpm, secrets.token_bytes(32)))
         raw = bytearray(getattr(parts, part))
@@ -132,7 +121,7 @@ def test_tampered_challenge_is_rejected_and_nothing_stored(swtpm, part):
     assert loaded_handles(swtpm.tcti) == []
 
 
-def test_challenge_for_another_tpm_is_rejected(swtpm, other_swtpm):
+def test_challenge_for_another_tpm_is_rejected(swtpm, other_swtpm, loaded_handles):
     with Tpm(other_swtpm.tcti) as other:
         foreign = challenge_for(other, secrets.token_bytes(32))
     with Tpm(swtpm.tcti) as tpm:
@@ -151,7 +140,7 @@ def test_truncated_challenge_is_malformed(swtpm, cut):
         assert not tpm.has(HUB_KEY_HANDLE)
 
 
-def test_imported_key_survives_a_reboot_and_signs_sas(swtpm):
+def test_imported_key_survives_a_reboot_and_signs_sas(swtpm, loaded_handles):
     key = secrets.token_bytes(32)
     with Tpm(swtpm.tcti) as tpm:
         import_persistent(tpm, challenge_for(tpm, key), HUB_KEY_HANDLE)
@@ -213,7 +202,13 @@ def test_full_object_slots_point_at_the_missing_resource_manager(swtpm):
 def test_nothing_listening_is_no_tpm(loopback_address):
     with pytest.raises(TpmNotFound) as raised:
         Tpm(f"swtpm:host={loopback_address},port=2399")
-    assert "start it" in raised.value.fix
+    assert "swtpm socket --tpm2" in raised.value.fix
+
+
+def test_access_broker_not_running_is_explained():
+    with pytest.raises(TpmNotFound) as raised:
+        Tpm("tabrmd:bus_name=com.intel.tss2.Tabrmd.roost-missing")
+    assert "tpm2-abrmd" in raised.value.fix
 
 
 def test_malformed_tcti_is_explained():

@@ -72,7 +72,7 @@ def connect(creds, ca_pem: str) -> IoTHubDeviceClient:
     return client
 
 
-def test_ek_enrolls_and_device_provisions_connects_and_renews(emu, swtpm, tmp_path, capsys):
+def test_ek_enrolls_and_device_provisions_connects_and_renews(emu, swtpm, tmp_path, capsys, loaded_handles):
     ek = enroll_from_cli(emu, swtpm.tcti, capsys)
     config = make_config(emu, swtpm, tmp_path)
     creds = agent.identity.resolve(config, config.state_dir)
@@ -89,6 +89,7 @@ def test_ek_enrolls_and_device_provisions_connects_and_renews(emu, swtpm, tmp_pa
     assert device_key not in cache.read_text()
     with Tpm(swtpm.tcti) as tpm:
         assert tpm.has(HUB_KEY_HANDLE)
+    assert loaded_handles(swtpm.tcti) == []          # the DPS key and the policy session were flushed
 
     hub = emu.emulator.hubs[creds.hostname]
     ca_pem = Path(root_ca_path(emu)).read_text()

@@ -55,7 +55,8 @@ def service_for(swtpm):
     return make
 
 
-def test_healthy_boot_then_tampered_boot_then_clean_reboot(swtpm, pki, loopback_address, service_for):
+def test_healthy_boot_then_tampered_boot_then_clean_reboot(swtpm, pki, loopback_address, service_for,
+                                                           loaded_handles):
     service = service_for()
     with HealthAttestationServer(service, loopback_address, tls_for(pki, loopback_address)) as server:
         first = attest(swtpm.tcti, server.url, ca_pem=pki.root().pem)
@@ -70,6 +71,7 @@ def test_healthy_boot_then_tampered_boot_then_clean_reboot(swtpm, pki, loopback_
     assert [v["verdict"] for v in service.written["dev1"]] == ["healthy", "unhealthy", "healthy"]
     with Tpm(swtpm.tcti) as tpm:
         assert tpm.has(AK_HANDLE)                   # one AK, kept and reused
+    assert loaded_handles(swtpm.tcti) == []
 
 
 def test_reference_values_from_measurements(swtpm, pki, loopback_address, service_for):
