@@ -1,9 +1,9 @@
 """Run one update phase in a real process that SIGKILLs itself before its k-th durable write.
 
-    python sigkill_agent.py CONFIG.toml K install BUNDLE
-    python sigkill_agent.py CONFIG.toml K trial
+    python fw_sigkill_agent.py CONFIG.toml K install BUNDLE
+    python fw_sigkill_agent.py CONFIG.toml K trial
 
-Used by test_sigkill.py to show that the in-process power-cut hook tells the truth about a real kill.
+Used by test_fw_sigkill.py to show that the in-process power-cut hook tells the truth about a real kill.
 """
 
 from __future__ import annotations

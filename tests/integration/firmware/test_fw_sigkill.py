@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 
 
 def _agent(rig: Rig, k: int, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HERE / "sigkill_agent.py"), str(rig.config_file()), str(k), *args],
+    return subprocess.run([sys.executable, str(HERE / "fw_sigkill_agent.py"), str(rig.config_file()), str(k), *args],
                           capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from fw_rangeserver import RangeServer
 from fwrig import CutAt, PowerCut, Rig
-from rangeserver import RangeServer
 
 from emulator.board.slots import with_changed_blocks
 from firmware.errors import DownloadError, PayloadError
