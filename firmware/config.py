@@ -64,7 +64,9 @@ class UpdateConfig:
             raise ConfigError("max_failed_trials must be at least 1")
 
     @classmethod
-    def from_table(cls, table: dict) -> UpdateConfig:
+    def from_table(cls, table: dict, *, state_dir: Path | None = None) -> UpdateConfig:
+        """Build from the parsed [update] table; ``state_dir`` is the default when the table names none (the
+        agent passes its [device] state_dir so both share one directory)."""
         if not isinstance(table.get("board"), str):
             raise ConfigError("[update] board is missing; set it to the board name bundles are built for")
         slots = {}
@@ -84,7 +86,7 @@ class UpdateConfig:
             options = dict(boot)
             boot = options.pop("backend", "rpi-tryboot")
         return cls(board=table["board"], slots=slots,
-                   state_dir=Path(table.get("state_dir", "/var/lib/roost")),
+                   state_dir=Path(table.get("state_dir", state_dir or "/var/lib/roost")),
                    keys_dir=Path(table.get("keys_dir", "/etc/roost/keys")), boot=boot, boot_options=options,
                    max_failed_trials=int(table.get("max_failed_trials", 3)),
                    trial_deadline=float(table.get("trial_deadline", 300)),

@@ -52,7 +52,7 @@ class BootReport:
     slot: str
     trial: bool
     mode: str
-    action: str | None = None      # None, "health-check" (call run_trial) or "reboot" (call reboot)
+    action: str | None = None      # None, "health-check" (call run_trial) or "reboot" (call reboot now)
     detail: str = ""
 
 
@@ -189,8 +189,9 @@ class UpdateEngine:
             self.backend.set_primary(target)
             return BootReport(info.slot, False, RECOVERY, "reboot", why)
         if state.pending is not None:
-            return BootReport(info.slot, False, ARMED_MODE, "reboot", f"slot {state.pending['slot']} waits for its "
-                                                                       "trial boot")
+            # no automatic reboot: when to leave a running system is the operator's (or the cloud's) decision
+            return BootReport(info.slot, False, ARMED_MODE, None, f"slot {state.pending['slot']} waits for its trial "
+                                                                   "boot: `roost update install --reboot` or reboot()")
         return BootReport(info.slot, False, NORMAL, None, f"running {rec.version} from slot {info.slot}")
 
     # ---- install ------------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ class FileSource:
 
 class HttpSource:
     def __init__(self, url: str, *, timeout: float = 30.0, retries: int = 5, min_rate: float = 4096.0,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 ssl_context: object | None = None) -> None:
         # imported here: http.client pulls in ssl (about 5 MB resident), which file installs never need
         import http.client
         import urllib.parse
@@ -93,6 +94,7 @@ class HttpSource:
             raise DownloadError(f"{url!r} is not an http(s) URL")
         self.location = url
         self._parts = parts
+        self.ssl_context = ssl_context     # None: the system trust store; pass one for a private CA
         self.timeout = timeout
         self.retries = retries
         self.min_rate = min_rate
@@ -110,7 +112,7 @@ class HttpSource:
     def _connect(self):
         host, port = self._parts.hostname, self._parts.port
         if self._parts.scheme == "https":
-            return self._http.HTTPSConnection(host, port, timeout=self.timeout)
+            return self._http.HTTPSConnection(host, port, timeout=self.timeout, context=self.ssl_context)
         return self._http.HTTPConnection(host, port, timeout=self.timeout)
 
     def _open(self, start: int, end: int):
