@@ -203,6 +203,11 @@ class UpdateEngine:
         with a message for the user; on any error the running slot and the boot selection are unchanged."""
         info = self.backend.booted()
         state = self._load()
+        self._promote_trial(state, info)
+        pending = state.pending
+        if pending is not None and pending["phase"] == ARMED and pending.get("boot_id") != info.boot_id:
+            self.boot()                 # a reboot happened since the trial was armed: record its outcome first
+            state = self._load()
         if state.pending is not None and state.pending["phase"] == TRIAL:
             raise StateError(f"slot {state.pending['slot']} is in its trial boot; run `roost update mark-good` or "
                              "`roost update rollback` before installing another bundle")
@@ -295,10 +300,18 @@ class UpdateEngine:
 
     # ---- trial outcome ------------------------------------------------------------------------------------
 
+    def _promote_trial(self, state: UpdateState, info) -> None:
+        """In the trial boot before boot() ran (e.g. `roost update mark-good` by hand), treat the pending
+        install as running its trial."""
+        pending = state.pending
+        if pending is not None and pending["phase"] == ARMED and info.trial and info.slot == pending["slot"]:
+            pending["phase"] = TRIAL
+
     def mark_good(self) -> None:
         """Commit the running trial slot: the boot loader first, then the state file."""
         info = self.backend.booted()
         state = self._load()
+        self._promote_trial(state, info)
         pending = state.pending
         if pending is None or pending["phase"] != TRIAL or info.slot != pending["slot"] or not info.trial:
             raise StateError(f"nothing to mark good: slot {info.slot} is running "
@@ -313,6 +326,7 @@ class UpdateEngine:
         Returns the slot that will boot next."""
         info = self.backend.booted()
         state = self._load()
+        self._promote_trial(state, info)
         pending = state.pending
         if pending is not None and pending["phase"] == TRIAL and info.slot == pending["slot"]:
             back = pending["from"]
@@ -322,7 +336,7 @@ class UpdateEngine:
                 self._result(state, "golden", f"{reason}; {state.failed_trials} trial boots failed in a row")
             self.store.save(state)
             self.backend.set_primary(back)
-        elif pending is not None and pending["phase"] == ARMED:
+        elif pending is not None and pending["phase"] == ARMED and info.slot == pending["from"]:
             back = info.slot
             self.backend.set_primary(info.slot)
             state.pending = None

@@ -40,8 +40,8 @@ def _tampered(index: int, manifest: Manifest) -> PayloadError:
                         "another bundle's payload. The block was not written; the running slot is untouched")
 
 
-def _index_slot(path: Path, manifest: Manifest, limit: int) -> dict[bytes, int]:
-    """Map block digest -> offset for the blocks of a local slot (same block size as the manifest)."""
+def _index_slot(path: Path, manifest: Manifest, limit: int, wanted: set[bytes]) -> dict[bytes, int]:
+    """Map digest -> offset for the blocks of a local slot that the new image needs (same block size)."""
     index: dict[bytes, int] = {}
     bs = manifest.block_size
     try:
@@ -51,7 +51,9 @@ def _index_slot(path: Path, manifest: Manifest, limit: int) -> dict[bytes, int]:
                 block = fh.read(min(bs, limit - offset))
                 if not block:
                     break
-                index.setdefault(hashlib.sha256(block).digest(), offset)
+                digest = sha256(block).digest()
+                if digest in wanted:
+                    index.setdefault(digest, offset)
                 offset += len(block)
     except OSError:
         return {}   # an unreadable active slot only costs download volume
@@ -136,7 +138,7 @@ def _fill_locally(fd: int, manifest: Manifest, reuse: list[Path], storage: Stora
     wanted = {manifest.digest(i) for i in range(manifest.block_count)}
     sources: list[tuple[Path, dict[bytes, int]]] = []
     for path in reuse:
-        found = {d: off for d, off in _index_slot(path, manifest, manifest.image_size + bs * 16).items() if d in wanted}
+        found = _index_slot(path, manifest, manifest.image_size + bs * 16, wanted)
         if found:
             sources.append((path, found))
     missing = []

@@ -153,3 +153,53 @@ def test_command_line_cycle(tmp_path, capsys):
     assert "nothing to mark good" in capsys.readouterr().err
     assert main(["update", "--config", config, "rollback"]) == 0
     assert rig.engine().status()["primary_slot"] == "a"
+
+
+def test_configured_reboot_commands_drive_the_tryboot_flag(tmp_path, capsys):
+    """The reboot command is configuration: here it sets the emulated firmware's one-shot tryboot flag."""
+    from agent.cli import main
+
+    rig = Rig(tmp_path, "rpi-tryboot")
+    path = rig.config_file()
+    flag = rig.board.tryboot_flag
+    path.write_text(path.read_text() + f'reboot_command = ["true"]\n'
+                                       f'trial_reboot_command = ["sh", "-c", "echo 1 > {flag}"]\n')
+    assert main(["update", "--config", str(path), "install", "--reboot", str(rig.bundle("2.0"))]) == 0
+    assert "rebooting into its trial boot" in capsys.readouterr().out
+    assert flag.exists()
+    outcome = rig.power_on()
+    assert (outcome.slot, outcome.trial) == ("b", True) and not flag.exists()
+    path.write_text(path.read_text().replace('reboot_command = ["true"]', 'reboot_command = ["false"]'))
+    # rolling back by hand in the trial boot (before `check` ran) returns to slot a, even if the reboot fails
+    assert main(["update", "--config", str(path), "rollback", "--reboot"]) == 16
+    assert "reboot command ['false'] failed" in capsys.readouterr().err
+    status = rig.engine().status()
+    assert status["primary_slot"] == "a" and status["slots"]["b"]["status"] == "bad"
+    assert rig.power_on().slot == "a"
+
+
+def test_mark_good_by_hand_in_the_trial_boot(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    assert rig.power_on().trial
+    rig.engine().mark_good()                 # before boot() ran in this boot
+    outcome, report = rig.settle()
+    assert (outcome.slot, report.mode) == ("b", "normal")
+
+
+def test_install_in_an_unreconciled_trial_boot_is_refused(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    assert rig.power_on().trial
+    with pytest.raises(StateError, match="is in its trial boot"):
+        rig.engine().install(str(rig.bundle("3.0")))
+    assert rig.engine().status()["primary_slot"] == "a"
+
+
+def test_install_after_an_unrecorded_failed_trial_records_it_first(rig):
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    rig.power_on()                                   # trial hangs
+    assert rig.power_on().slot == "a"                # watchdog: back to a, boot() not run yet
+    result = rig.engine().install(str(rig.bundle("3.0")), reboot=True)
+    assert result.slot == "b"
+    assert rig.engine().status()["failed_trials"] == 1
+    outcome, _ = rig.settle()
+    assert (outcome.slot, outcome.image["version"]) == ("b", "3.0")
