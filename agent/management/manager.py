@@ -214,6 +214,25 @@ class Management:
         log.warning("factory reset: clearing %s (keeping %s)", self.state_dir, ", ".join(keep))
         return wipe_state(self.state_dir, keep)
 
+    def connection_target(self) -> str | None:
+        """The host the device's TLS connection goes to: the gateway, else its hub (None before provisioning)."""
+        config = self.context.config
+        if config.hub.gateway_hostname:
+            return config.hub.gateway_hostname
+        from agent.identity import assignment
+
+        cached = assignment.load(self.state_dir)
+        if cached is not None:
+            return cached.hostname
+        if config.identity.method == "connection-string":
+            from agent.identity import IdentityError, resolve
+
+            try:
+                return resolve(config, self.state_dir, check_gateway=False).hostname
+            except IdentityError:
+                return None
+        return None
+
     def rotate_symmetric_key(self, key: Any) -> None:
         from agent.identity import rotate_symmetric_key
 

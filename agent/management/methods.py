@@ -248,10 +248,27 @@ class Methods:
     async def remove_trusted_certificate(self, payload: Any) -> Result:
         from agent.identity.errors import TrustError
 
-        p = _payload(payload, "removeTrustedCertificate", ("fingerprint",))
+        p = _payload(payload, "removeTrustedCertificate", ("fingerprint", "force"))
         fingerprint = p.get("fingerprint")
         if not isinstance(fingerprint, str) or not fingerprint:
             raise MethodError(400, "removeTrustedCertificate needs 'fingerprint' (SHA-256, hex)")
+        force = p.get("force", False)
+        if not isinstance(force, bool):
+            raise MethodError(400, "force must be true or false")
+        wanted = fingerprint.lower().replace(":", "")
+        remaining = [a for a in self.mgmt.trust.anchors() if a.fingerprint != wanted]
+        if not force and remaining and len(remaining) < len(self.mgmt.trust.anchors()):
+            target = self.mgmt.connection_target()
+            if target is not None:
+                from agent.identity.tls_check import probe_tls
+
+                probe = await asyncio.to_thread(probe_tls, target, 8883, "".join(a.pem for a in remaining),
+                                                timeout=5.0)
+                if probe.kind == "wrong-ca":
+                    raise MethodError(409, f"{target} is verified by this certificate today; without it the device "
+                                           "could not reconnect",
+                                      "switch the gateway to its new certificate chain first, or pass "
+                                      '"force": true')
         try:
             removed = self.mgmt.trust.remove(fingerprint)
         except TrustError as exc:

@@ -129,7 +129,8 @@ def recorder_script(tmp_path: Path) -> tuple[Path, Path]:
     """A command that appends its arguments to a log: stands in for systemctl / timedatectl."""
     log = tmp_path / "system-actions.log"
     script = tmp_path / "record-action"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    show = 'printf "Timezone=Europe/Oslo\\nNTP=yes\\nNTPSynchronized=yes\\n"'
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\nif [ "$1" = show ]; then {show}; fi\n')
     script.chmod(0o755)
     return script, log
 

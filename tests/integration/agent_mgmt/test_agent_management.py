@@ -33,7 +33,7 @@ def agent(emu, tmp_path):
     cfg = config(tmp_path, emu, {"method": "symmetric", "registration_id": DEVICE,
                                  "symmetric_key_file": str(write_secret(tmp_path / "dev.key", key))},
                  management={"reboot_command": f"{script} reboot", "set_timezone_command": f"{script} tz {{timezone}}",
-                             "factory_reset_confirmation": "yes-wipe"})
+                             "time_status_command": f"{script} show", "factory_reset_confirmation": "yes-wipe"})
     running = RunningAgent(cfg)
     running.key, running.log, running.cfg = key, log, cfg
     wait_for(lambda: running.connected, what="agent connected")
@@ -75,7 +75,9 @@ def test_bad_twin_values_acked_400_and_old_value_kept(emu, agent):
     assert {s["interval_s"] for s in agent.daemon.sensors.settings().values()} == {7.0}
 
 
-def test_methods_round_trip_through_the_hub(emu, agent, tmp_path):
+# Each test below keeps to about a dozen calls: the emulator does not yet PUBACK the device's method responses
+# and twin requests, and paho stops publishing once 20 QoS 1 messages wait for one.
+def test_methods_round_trip_through_the_hub(emu, agent):
     status, health = call(emu, "getHealth", {})
     assert status == 200 and "uptime" in health
     assert call(emu, "setTelemetryInterval", {"interval": 2.5, "sensor": "climate"})[0] == 200
@@ -84,20 +86,44 @@ def test_methods_round_trip_through_the_hub(emu, agent, tmp_path):
     assert call(emu, "identify", {"seconds": 1}) == (200, {"blinking": 1.0, "pin": 17})
     assert call(emu, "setTimeZone", {"timeZone": "Europe/Oslo"}) == (200, {"timeZone": "Europe/Oslo"})
     assert call(emu, "setTimeZone", {"timeZone": "Atlantis/Capital"})[0] == 400
-    status, certs = call(emu, "listTrustedCertificates")
-    assert status == 200 and len(certs["certificates"]) == 1
-    assert call(emu, "addTrustedCertificate", {"pem": "not a certificate"})[0] == 400
-    assert call(emu, "removeTrustedCertificate", {"fingerprint": certs["certificates"][0]["fingerprint"]})[0] == 409
-    assert call(emu, "scheduleReboot", {"at": "2000-01-01T00:00:00Z"})[0] == 400
+    status, result = call(emu, "getTimeStatus")
+    assert status == 200 and result["timeZone"] == "Europe/Oslo" and result["ntpSynchronized"] is True
+    assert agent.log.read_text().splitlines() == ["tz Europe/Oslo", "show"]
     assert call(emu, "noSuchMethod", {})[0] == 404
     assert call(emu, "reboot", [1, 2])[0] == 400
     status, result = call(emu, "factoryReset", {"confirm": "no"})
     assert status == 403 and agent.cfg.state_dir.joinpath("outbox.sqlite").exists()
+
+
+def test_trust_and_schedule_methods_through_the_hub(emu, agent, tmp_path):
+    import datetime as dt
+
+    from emulator.pki import Pki
+
+    status, certs = call(emu, "listTrustedCertificates")
+    assert status == 200 and len(certs["certificates"]) == 1
+    old = certs["certificates"][0]["fingerprint"]
+    assert call(emu, "addTrustedCertificate", {"pem": "not a certificate"})[0] == 400
+    assert call(emu, "removeTrustedCertificate", {"fingerprint": old})[0] == 409          # the last one
+    status, result = call(emu, "addTrustedCertificate", {"pem": Pki(tmp_path / "rotated-ca").root().pem})
+    assert status == 200 and len(result["certificates"]) == 2
+    new = result["added"][0]["fingerprint"]
+    status, result = call(emu, "removeTrustedCertificate", {"fingerprint": old})
+    assert status == 409 and "could not reconnect" in result["error"]    # the hub still uses the old chain
+    status, result = call(emu, "removeTrustedCertificate", {"fingerprint": new})
+    assert status == 200 and [c["origin"] for c in result["certificates"]] == ["config"]
+    assert call(emu, "scheduleReboot", {"at": "2000-01-01T00:00:00Z"})[0] == 400
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert call(emu, "scheduleReboot", {"at": soon}) == (200, {"scheduledAt": soon})
+    assert call(emu, "scheduleReboot", {"cancel": True}) == (200, {"cancelled": True})
+
+
+def test_diagnostics_reprovision_and_reboot_through_the_hub(emu, agent):
     status, result = call(emu, "getDiagnostics", {})
     assert status in (200, 502)    # 502 until the emulator offers file upload: the error then names the cause
     assert ("sha256" in result) if status == 200 else ("could not be uploaded" in result["error"])
-    assert agent.log.read_text().splitlines() == ["tz Europe/Oslo"]
-
+    assert call(emu, "reprovision", {}) == (202, {"reprovisioning": True})
+    wait_for(lambda: agent.daemon.uplink.stats.reprovisions >= 1 and agent.connected, what="re-provisioning")
     assert call(emu, "reboot", {"delay": 0}) == (200, {"rebootIn": 0.0})
     agent.thread.join(30)
     assert agent.exit_code == 0
