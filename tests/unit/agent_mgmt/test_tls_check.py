@@ -66,3 +66,23 @@ def test_connect_failure_explained(gateway, tmp_path):
     assert describe_connect_failure(creds, ConnectionFailedError("x"), address=server.address).kind == \
         "hostname-mismatch"
     assert describe_connect_failure(creds, CredentialError("401")).kind == "auth"
+
+
+def test_the_anchor_in_use_is_not_withdrawn_unless_forced(make_mgmt, tmp_path, loopback_address):
+    import asyncio
+    import base64
+
+    pki = Pki(tmp_path / "hub-pki")
+    cert = pki.server("hub", [loopback_address])
+    key = base64.b64encode(bytes(32)).decode()
+    (tmp_path / "conn.txt").write_text(f"HostName={loopback_address};DeviceId=pi-1;SharedAccessKey={key}")
+    mgmt, _ = make_mgmt(hub={"ca_file": str(pki.root().cert_path)})
+    new = Pki(tmp_path / "next").root()
+    assert asyncio.run(mgmt.on_method("addTrustedCertificate", {"pem": new.pem}))[0] == 200
+    in_use = mgmt.trust.anchors()[0].fingerprint
+    with HandshakeServer(loopback_address, cert.chain_path, cert.key_path):
+        status, result = asyncio.run(mgmt.on_method("removeTrustedCertificate", {"fingerprint": in_use}))
+        assert status == 409 and "force" in result["fix"]
+        assert len(mgmt.trust.anchors()) == 2
+        status, _ = asyncio.run(mgmt.on_method("removeTrustedCertificate", {"fingerprint": in_use, "force": True}))
+        assert status == 200 and [a.fingerprint for a in mgmt.trust.anchors()] != [in_use]
