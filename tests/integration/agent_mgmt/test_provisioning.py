@@ -118,3 +118,16 @@ def test_dps_with_the_wrong_root_ca(emu, tmp_path):
     with pytest.raises(ProvisioningError) as info:
         resolve(cfg, cfg.state_dir)
     assert info.value.kind == "wrong-ca" and "identity.provisioning_ca_file" in info.value.fix
+
+
+def test_x509_group_enrollment_through_its_ca(emu, tmp_path):
+    from emulator.hub.state import Attestation, Enrollment
+
+    ca = emu.emulator.pki.intermediate("fleet-ca", "roost fleet CA")
+    emu.emulator.dps.state.put_enrollment(Enrollment("fleet", Attestation("x509", certificates=[ca.pem]),
+                                                     is_group=True))
+    cert = emu.emulator.pki.device("pi-fleet-3", issuer=ca)
+    cfg = config(tmp_path, emu, {"method": "x509", "cert_file": str(cert.chain_path), "key_file": str(cert.key_path)})
+    creds = resolve(cfg, cfg.state_dir)
+    assert creds.device_id == "pi-fleet-3" and creds.source == "dps-x509"
+    sdk_connect(creds).shutdown()
