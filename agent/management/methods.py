@@ -195,7 +195,7 @@ class Methods:
                 raise MethodError(404, f"this device has no sensor {sensor!r}; it has {', '.join(ids) or 'none'}")
             ids = [sensor]
         try:
-            self.mgmt.desired._apply_sensors({sid: {"interval_s": interval} for sid in ids})
+            self.mgmt.desired.apply_sensors({sid: {"interval_s": interval} for sid in ids})
         except ValueError as exc:
             raise MethodError(400, str(exc)) from None
         return 200, {"interval": interval, "sensors": ids}

@@ -99,7 +99,7 @@ class DesiredConfig:
     def _telemetry_interval(self, value: Any) -> tuple[Any, str]:
         interval = v.telemetry_interval(value) if value is not None else None
         default = interval if interval is not None else float(self.context.config.telemetry.interval_s)
-        self._apply_sensors({sid: {"interval_s": default} for sid in self._follows_default()})
+        self.apply_sensors({sid: {"interval_s": default} for sid in self._follows_default()})
         self.telemetry_interval = interval
         if interval is None:   # deleted from the desired twin: back to the configured interval
             return None, "reset to the configured interval"
@@ -145,11 +145,11 @@ class DesiredConfig:
                     change[field] = new
                     explicit.setdefault(sensor_id, set()).add(field)
             changes[sensor_id] = change
-        self._apply_sensors(changes)
+        self.apply_sensors(changes)
         self._explicit = explicit
         return self._sensors_value(), "applied"
 
-    def _apply_sensors(self, changes: dict[str, dict]) -> None:
+    def apply_sensors(self, changes: dict[str, dict]) -> None:
         """Apply settings to several sensors, all or none: on a refusal the earlier ones are restored."""
         control = self.context.sensors
         before = control.settings()
