@@ -83,6 +83,7 @@ class Faults:
 
     withheld_pubacks: dict[str, int] = field(default_factory=dict)
     delays: dict[str | None, float] = field(default_factory=dict)
+    refusals: dict[str | None, int | None] = field(default_factory=dict)   # None count: until cleared
     _hub: object = field(default=None, repr=False)
 
     def drop(self, device_id: str) -> bool:
@@ -108,9 +109,28 @@ class Faults:
         """Disconnect the device as if its SAS token expired (it must reconnect with a fresh one)."""
         return self._hub.disconnect(device_id, "SAS token expired (fault injection)")  # type: ignore[attr-defined]
 
+    def refuse_connections(self, device_id: str | None, count: int | None = None) -> None:
+        """Refuse the next ``count`` CONNECTs (CONNACK 3) of a device (all with None); count None: until cleared."""
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1 (or None to refuse until cleared)")
+        self.refusals[device_id] = count
+
+    def take_refusal(self, device_id: str) -> bool:
+        key = device_id if device_id in self.refusals else None
+        if key not in self.refusals:
+            return False
+        left = self.refusals[key]
+        if left is not None:
+            if left <= 1:
+                del self.refusals[key]
+            else:
+                self.refusals[key] = left - 1
+        return True
+
     def clear(self) -> None:
         self.withheld_pubacks.clear()
         self.delays.clear()
+        self.refusals.clear()
 
     def delay_for(self, device_id: str) -> float:
         return self.delays.get(device_id, self.delays.get(None, 0.0))

@@ -322,6 +322,9 @@ class Hub:
         if connect.client_id != device_id:
             log.info("refused %s: client id %r differs from device id %r", conn.peer, connect.client_id, device_id)
             return codec.ConnackCode.IDENTIFIER_REJECTED, device_id, None
+        if self.faults.take_refusal(device_id):
+            log.info("refused %s: device %r: connection refused by fault injection", conn.peer, device_id)
+            return codec.ConnackCode.SERVER_UNAVAILABLE, device_id, None
         if not self.quotas.connection_permitted():
             self.state.count("throttled_connections")
             return codec.ConnackCode.SERVER_UNAVAILABLE, device_id, None

@@ -632,6 +632,10 @@ class HubState(_Database):
                                 json.loads(r["system_properties"]), r["enqueued"], r["size"], r["units"])
                 for r in rows]
 
+    def last_telemetry_seq(self) -> int:
+        """The ``seq`` of the newest stored device-to-cloud message (0 if none): where a live tail starts."""
+        return self._query("SELECT COALESCE(MAX(seq), 0) AS seq FROM telemetry")[0]["seq"]
+
     # persistent MQTT sessions (clean_session=False)
 
     def load_session(self, client_id: str) -> dict[str, int] | None:
