@@ -64,6 +64,13 @@ def test_twin_configuration_applied_and_acknowledged(emu, agent):
     assert ack["ac"] == 200 and ack["value"]["climate"]["interval"] == 3.0
     assert agent.daemon.sensors.settings()["climate"]["interval_s"] == 3.0
 
+    # A health rule from the twin raises an alert event that travels through the outbox to the hub.
+    desired(emu, {"healthRules": {"uptimeSeen": {"metric": "uptime", "op": ">", "threshold": 0}}})
+    alert = wait_for(lambda: [a for a in events(emu, DEVICE, "alert") if a["rule"] == "uptimeSeen"], what="alert")
+    assert alert[0]["state"] == "raised" and alert[0]["severity"] == "warning"
+    record = next(r for r in emu.emulator.hub.state.telemetry(device_id=DEVICE) if b"uptimeSeen" in r.payload)
+    assert record.properties["schema"] == "roost.alert.v1" and record.properties["roost-type"] == "alert"
+
 
 def test_bad_twin_values_acked_400_and_old_value_kept(emu, agent):
     wait_for(lambda: reported(emu, DEVICE).get("telemetryInterval"), what="first ack")
