@@ -217,11 +217,13 @@ class UpdateEngine:
         try:
             envelope = read_envelope(source.read_at)
             manifest = verify_envelope(envelope, trusted, self.config.signature_threshold)
+            manifest_id, payload_offset = envelope.manifest_id, envelope.payload_offset
+            del envelope    # the raw manifest is 1 MB for a 1 GiB image; the parsed digests are all we keep
             target = self._target(manifest, info.slot)
-            self._check_policy(manifest, envelope.manifest_id, state, retry_failed)
+            self._check_policy(manifest, manifest_id, state, retry_failed)
             slot = self.config.slots[target]
             slot.check_fits(manifest.image_size)
-            expected = envelope.payload_offset + manifest.image_size
+            expected = payload_offset + manifest.image_size
             if source.total_size is not None and source.total_size != expected:
                 kind = "truncated" if source.total_size < expected else "longer than its manifest says"
                 raise PayloadError(f"bundle is {source.total_size} bytes but its signed manifest accounts for "
@@ -229,27 +231,27 @@ class UpdateEngine:
             source.limit(expected + HTTP_RETRIES * manifest.block_size)
 
             running = state.slot(info.slot)
-            if running.manifest_id == envelope.manifest_id and running.status == GOOD:
-                return InstallResult(info.slot, manifest.version, envelope.manifest_id, already_installed=True,
+            if running.manifest_id == manifest_id and running.status == GOOD:
+                return InstallResult(info.slot, manifest.version, manifest_id, already_installed=True,
                                      bytes_read=source.bytes_read)
 
             if state.pending is not None:   # an earlier install armed a trial that never ran: disarm it first
                 self.backend.set_primary(info.slot)
                 state.pending = None
             state.slots[target] = SlotRecord(WRITING, manifest.version, manifest.security_version,
-                                             envelope.manifest_id, manifest.golden)
+                                             manifest_id, manifest.golden)
             self.store.save(state)
             use_delta = isinstance(source, HttpSource) if delta is None else delta
             # delta: keep what the target already holds (resume), copy what the running slot holds, fetch the rest
             reuse = [self.config.slots[info.slot].path] if use_delta else []
             try:
-                stats = write_payload(source, envelope.payload_offset, manifest, slot, self.storage,
+                stats = write_payload(source, payload_offset, manifest, slot, self.storage,
                                       reuse=reuse, progress=progress, resume=use_delta)
             except FirmwareError as exc:
                 self._result(state, "install-failed", str(exc), slot=target, version=manifest.version)
                 self.store.save(state)   # the slot stays "writing": never bootable
                 raise
-            result = InstallResult(target, manifest.version, envelope.manifest_id, stats=stats,
+            result = InstallResult(target, manifest.version, manifest_id, stats=stats,
                                    bytes_read=source.bytes_read)
         finally:
             source.close()
@@ -262,7 +264,7 @@ class UpdateEngine:
             self.store.save(state)
             return result
         rec.status = INSTALLED
-        state.pending = {"slot": target, "from": info.slot, "phase": ARMED, "manifest_id": envelope.manifest_id,
+        state.pending = {"slot": target, "from": info.slot, "phase": ARMED, "manifest_id": manifest_id,
                          "boot_id": info.boot_id}
         self._result(state, "installed", f"{manifest.version} verified in slot {target}; trial boot armed",
                      slot=target, version=manifest.version)

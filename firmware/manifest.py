@@ -6,6 +6,7 @@ It is parsed only after a trusted signature over those bytes has been checked.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 import re
@@ -19,6 +20,42 @@ MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 16 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 64 * 1024
 _HEX = re.compile(r"\A[0-9a-f]*\Z")
+_HEX_BYTES = re.compile(rb"\A[0-9a-f]*\Z")
+_BLOCKS_KEY = b'"blocks":"'
+
+
+def _load_json(raw: bytes) -> dict:
+    """json.loads, except that the block list (most of a large manifest) is cut out of the text first and kept
+    as bytes: parsing it as a JSON string would hold two more copies of it at once on the device."""
+    start = raw.find(_BLOCKS_KEY)
+    end = raw.find(b'"', start + len(_BLOCKS_KEY)) if start >= 0 else -1
+    carved = None
+    if end > 0:
+        carved = memoryview(raw)[start + len(_BLOCKS_KEY):end]     # a view: no copy of the block list
+        text = raw[:start] + b'"blocks":""' + raw[end + 1:]
+    else:
+        text = raw
+    try:
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleFormatError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BundleFormatError("manifest must be a JSON object")
+    if carved is not None:
+        if doc.get("blocks") != "" or not _HEX_BYTES.match(carved):
+            return _load_json_plain(raw)   # the key was not where a canonical manifest has it: parse normally
+        doc["blocks"] = carved
+    return doc
+
+
+def _load_json_plain(raw: bytes) -> dict:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleFormatError(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BundleFormatError("manifest must be a JSON object")
+    return doc
 _BOARD = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 
 
@@ -89,12 +126,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BundleFormatError(f"manifest is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise BundleFormatError("manifest must be a JSON object")
+        doc = _load_json(raw)
         fmt = doc.get("format")
         if fmt != FORMAT_VERSION:
             raise BundleFormatError(f"manifest format {fmt!r} is not supported by this roost (it reads format "
@@ -121,17 +153,18 @@ class Manifest:
         # device several MB of Python objects while parsing
         blocks = doc.get("blocks")
         expected = -(-size // block)
-        if not isinstance(blocks, str) or len(blocks) != 64 * expected:
-            raise BundleFormatError(f"manifest 'blocks' holds {len(blocks) // 64 if isinstance(blocks, str) else 'no'} "
-                                    f"block hashes but image_size/block_size needs {expected}")
-        if not _HEX.match(blocks):
+        if not isinstance(blocks, str | memoryview) or len(blocks) != 64 * expected:
+            held = len(blocks) // 64 if isinstance(blocks, str | memoryview) else "no"
+            raise BundleFormatError(f"manifest 'blocks' holds {held} block hashes but image_size/block_size needs "
+                                    f"{expected}")
+        if not (_HEX_BYTES if isinstance(blocks, memoryview) else _HEX).match(blocks):
             raise BundleFormatError("manifest 'blocks' must be lowercase hex: the SHA-256 of each block, concatenated")
         golden = doc.get("golden", False)
         description = doc.get("description", "")
         if not isinstance(golden, bool) or not isinstance(description, str):
             raise BundleFormatError("manifest 'golden' must be true/false and 'description' a string")
         created = doc.get("created")
-        digests = bytes.fromhex(blocks)
+        digests = binascii.unhexlify(blocks)
         del doc["blocks"], blocks
         return cls(
             compatible=tuple(compatible), version=version, security_version=sv,
