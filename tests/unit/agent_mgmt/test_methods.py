@@ -111,21 +111,15 @@ def test_factory_reset_needs_the_token_and_keeps_firmware(make_mgmt):
 def test_identify_blinks_the_status_led(make_mgmt):
     mgmt, ctx = make_mgmt()
 
-    async def run():
-        status, result = await mgmt.on_method("identify", {"seconds": 1})
-        mgmt.led._identify.cancel()
-        await asyncio.sleep(0)
-        return status, result
-
-    async def blink_fast():
-        mgmt.led.identify(0.2, period_s=0.05)
+    async def scenario():
+        answer = await mgmt.on_method("identify", {"seconds": 1})
+        mgmt.led.identify(0.2, period_s=0.05)     # a new request restarts the blinking (short, for the test)
         await mgmt.led._identify
+        return answer
 
-    assert asyncio.run(run()) == (200, {"blinking": 1.0, "pin": 17})
-    ctx.platform.pins[17].states.clear()
-    asyncio.run(blink_fast())
-    states = ctx.platform.pins[17].states
-    assert states[:4] == [1, 0, 1, 0] and states[-1] == 1   # ends lit: the "auto" mode
+    assert asyncio.run(scenario()) == (200, {"blinking": 1.0, "pin": 17})
+    states = "".join(map(str, ctx.platform.pins[17].states))
+    assert "1010" in states and states.endswith("1")    # blinked, and ends lit: the "auto" mode
 
 
 def test_identify_without_led_is_409(make_mgmt):
