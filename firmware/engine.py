@@ -87,8 +87,7 @@ class UpdateEngine:
             # first run on this device: the slot that booted is the factory image, and it is good
             booted = self.backend.booted().slot
             for name in {booted, "golden"} & set(self.config.slots):
-                state.slot(name).status = GOOD     # the golden slot is written at the factory
-                state.slot(name).version = "factory"
+                state.move(name, GOOD).version = "factory"    # the golden slot is written at the factory
             state.highest_security_version = self.config.min_security_version
         return state
 
@@ -102,7 +101,7 @@ class UpdateEngine:
     def _fail_trial(self, state: UpdateState, reason: str) -> None:
         pending = state.pending or {}
         slot = pending.get("slot", "")
-        state.slot(slot).status = BAD
+        state.move(slot, BAD)
         state.failed_trials += 1
         if pending.get("manifest_id") and pending["manifest_id"] not in state.failed_bundles:
             state.failed_bundles = [*state.failed_bundles, pending["manifest_id"]][-FAILED_BUNDLES_KEPT:]
@@ -112,8 +111,7 @@ class UpdateEngine:
 
     def _finish_commit(self, state: UpdateState) -> None:
         pending = state.pending or {}
-        rec = state.slot(pending["slot"])
-        rec.status = GOOD
+        rec = state.move(pending["slot"], GOOD)
         state.highest_security_version = max(state.highest_security_version, rec.security_version)
         state.failed_trials = 0
         state.pending = None
@@ -238,6 +236,7 @@ class UpdateEngine:
             if state.pending is not None:   # an earlier install armed a trial that never ran: disarm it first
                 self.backend.set_primary(info.slot)
                 state.pending = None
+            state.move(target, WRITING)
             state.slots[target] = SlotRecord(WRITING, manifest.version, manifest.security_version,
                                              manifest_id, manifest.golden)
             self.store.save(state)
@@ -256,14 +255,13 @@ class UpdateEngine:
         finally:
             source.close()
 
-        rec = state.slot(target)
         if manifest.golden:
-            rec.status = GOOD
+            state.move(target, GOOD)
             self._result(state, "installed-golden", f"golden image {manifest.version} written to the golden slot",
                          slot=target, version=manifest.version)
             self.store.save(state)
             return result
-        rec.status = INSTALLED
+        state.move(target, INSTALLED)
         state.pending = {"slot": target, "from": info.slot, "phase": ARMED, "manifest_id": manifest_id,
                          "boot_id": info.boot_id}
         self._result(state, "installed", f"{manifest.version} verified in slot {target}; trial boot armed",

@@ -22,6 +22,16 @@ INSTALLED = "installed"  # fully written and verified, trial not yet passed
 GOOD = "good"            # booted and passed health checks (committed), or a verified golden image
 BAD = "bad"              # failed its trial boot; kept for diagnostics until overwritten
 
+# The slot state machine. Any slot that is not running may be overwritten (-> writing); everything else moves
+# only along these edges. EMPTY -> GOOD is the factory image adopted on first start.
+SLOT_TRANSITIONS: dict[str, frozenset[str]] = {
+    EMPTY: frozenset({WRITING, GOOD}),
+    WRITING: frozenset({WRITING, INSTALLED, GOOD}),   # GOOD: a golden bundle needs no trial
+    INSTALLED: frozenset({WRITING, GOOD, BAD}),       # trial passed / failed
+    GOOD: frozenset({WRITING}),
+    BAD: frozenset({WRITING}),
+}
+
 # Pending phases
 ARMED = "armed"          # the boot selector is set for one trial boot of pending["slot"]
 TRIAL = "trial"          # we are running in that trial boot; health checks decide
@@ -47,6 +57,15 @@ class UpdateState:
 
     def slot(self, name: str) -> SlotRecord:
         return self.slots.setdefault(name, SlotRecord())
+
+    def move(self, name: str, status: str) -> SlotRecord:
+        """Change a slot's status along SLOT_TRANSITIONS; anything else is a bug, refused before it is saved."""
+        record = self.slot(name)
+        if status not in SLOT_TRANSITIONS[record.status]:
+            raise StateError(f"slot {name} cannot go from {record.status} to {status}; the update state is "
+                             "inconsistent. `roost update status` shows it; report this as a bug")
+        record.status = status
+        return record
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, indent=1).encode() + b"\n"

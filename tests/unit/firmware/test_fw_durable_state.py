@@ -59,3 +59,20 @@ def test_command_failure_is_reported(tmp_path):
         Storage().run(["false"], "x")
     with pytest.raises(BootError, match="could not run"):
         Storage().run([str(tmp_path / "no-such-tool")], "x")
+
+
+def test_slot_state_machine_edges():
+    from firmware.state import BAD, EMPTY, INSTALLED, SLOT_TRANSITIONS, WRITING
+
+    state = UpdateState()
+    assert state.move("b", WRITING).status == WRITING
+    assert state.move("b", INSTALLED).status == INSTALLED
+    assert state.move("b", BAD).status == BAD
+    with pytest.raises(StateError, match="cannot go from bad to good"):
+        state.move("b", GOOD)
+    with pytest.raises(StateError, match="cannot go from empty to installed"):
+        state.move("a", INSTALLED)
+    assert state.slot("a").status == EMPTY
+    # every status can be overwritten, and nothing else leaves good or bad
+    assert all(WRITING in edges for edges in SLOT_TRANSITIONS.values())
+    assert SLOT_TRANSITIONS[GOOD] == SLOT_TRANSITIONS[BAD] == {WRITING}
