@@ -53,8 +53,20 @@ class EmulatedBoard:
         self.fw_env_config = self.directory / "fw_env.config"
         self.cmdline = self.directory / "cmdline"
         self.boot_id_file = self.directory / "boot_id"
-        self.boots = 0
+        self.boot_count_file = self.directory / "boot-count"
         self.reboots: list[bool] = []     # trial flag of each reboot the agent requested
+
+    @property
+    def boots(self) -> int:
+        try:
+            return int(self.boot_count_file.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    @boots.setter
+    def boots(self, value: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.boot_count_file.write_text(str(value))
 
     # ---- factory setup --------------------------------------------------------------------------------------
 
@@ -96,7 +108,7 @@ class EmulatedBoard:
 
     def power_on(self) -> BootOutcome:
         """Run the boot ROM: pick a slot from the selector files, publish what booted, check the image."""
-        self.boots += 1
+        self.boots += 1    # persisted, so every power-on has a new boot id even across processes
         if self.kind == "rpi-tryboot":
             slot, trial = self._rpi_select()
         elif self.kind == "uboot":
@@ -209,3 +221,58 @@ def read_env(copies: tuple[Path, Path]) -> tuple[dict[str, str], int, int]:
         index = valid[0][0]
     env, flag = decoded[index]  # type: ignore[misc]
     return env, flag, index
+
+
+# ---- command line: lets `roost update` drive the emulated board from a shell (demo, system tests) -----------------
+
+def _board(directory: Path) -> EmulatedBoard:
+    doc = json.loads((Path(directory) / "board.json").read_text())
+    return EmulatedBoard(directory, doc["kind"], {k: Path(v) for k, v in doc["slots"].items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m emulator.board.boot setup|power-on|reboot|options --dir DIR ..."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m emulator.board.boot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    setup = sub.add_parser("setup", help="lay down the boot loader files of a fresh board")
+    setup.add_argument("--dir", required=True, type=Path)
+    setup.add_argument("--kind", required=True, choices=("rpi-tryboot", "uboot", "emulated"))
+    setup.add_argument("--slot", action="append", required=True, metavar="NAME=PATH", help="a=..., b=..., golden=...")
+    setup.add_argument("--primary", default="a")
+    for name in ("power-on", "options"):
+        sub.add_parser(name).add_argument("--dir", required=True, type=Path)
+    reboot = sub.add_parser("reboot", help="the agent's reboot command: request the boot, then run the boot ROM")
+    reboot.add_argument("--dir", required=True, type=Path)
+    reboot.add_argument("--trial", action="store_true", help="a trial reboot (reboot \"0 tryboot\" on the Pi)")
+    args = parser.parse_args(argv)
+
+    if args.command == "setup":
+        slots = dict(item.split("=", 1) for item in args.slot)
+        args.dir.mkdir(parents=True, exist_ok=True)
+        (args.dir / "board.json").write_text(json.dumps({"kind": args.kind, "slots": slots}))
+        board = _board(args.dir)
+        board.install_bootloader(args.primary)
+        outcome = board.power_on()
+    else:
+        board = _board(args.dir)
+        if args.command == "options":
+            print(json.dumps(board.backend_options()))
+            return 0
+        if args.command == "reboot":
+            board.reboot(args.trial)
+        outcome = board.power_on()
+        # a boot that does not come up is reset by the watchdog, as often as the board's own rules allow
+        for _ in range(4):
+            if outcome.ok:
+                break
+            outcome = board.power_on()
+    print(json.dumps({"slot": outcome.slot, "trial": outcome.trial, "ok": outcome.ok,
+                      "version": (outcome.image or {}).get("version"), "boot": outcome.boot_number}))
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
