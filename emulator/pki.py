@@ -102,6 +102,10 @@ class Pki:
             raise ValueError(f"{issued.key_path}: expected an EC private key")
         return key
 
+    def is_fresh(self, issued: Issued) -> bool:
+        """The certificate is valid for more than another day."""
+        return self._fresh(issued)
+
     def _fresh(self, issued: Issued | None, hosts: list[str] | None = None) -> bool:
         if issued is None or issued.certificate.not_valid_after_utc - self.now() < _RENEW_BEFORE:
             return False
@@ -117,7 +121,7 @@ class Pki:
     def _issue(self, name: str, subject_cn: str, issuer: Issued | None, *, ca: bool, path_length: int | None = None,
                hosts: list[str] | None = None, client: bool = False, days: int = VALIDITY_DAYS,
                not_before: datetime.datetime | None = None) -> Issued:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
         signing_key = self._key(issuer) if issuer else key

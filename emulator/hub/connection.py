@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 
 from emulator.hub import codec
 
@@ -31,6 +32,7 @@ class MqttConnection:
         self.close_reason = ""
         self._next_id = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
+        self._on_ack: dict[int, Callable[[], None]] = {}
 
     async def read(self) -> codec.Packet:
         """The next packet; enforces keep-alive (1.5 x the client's interval, MQTT-3.1.2-24)."""
@@ -62,8 +64,13 @@ class MqttConnection:
                 return self._next_id
         raise ConnectionClosed("65535 QoS 1 messages in flight")
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        """Send a PUBLISH; with QoS 1 wait for the client's PUBACK (raises ConnectionClosed if it never comes)."""
+    async def publish(self, topic: str, payload: bytes, qos: int = 0,
+                      on_ack: Callable[[], None] | None = None) -> None:
+        """Send a PUBLISH; with QoS 1 wait for the client's PUBACK (raises ConnectionClosed if it never comes).
+
+        ``on_ack`` runs as soon as the PUBACK is read, even if the connection closes right after, so the
+        caller's bookkeeping never misses an acknowledgement that arrived.
+        """
         if qos == 0:
             self.send(codec.Publish(topic, payload))
             await self.drain()
@@ -71,6 +78,8 @@ class MqttConnection:
         pid = self.packet_id()
         future = asyncio.get_running_loop().create_future()
         self._acks[pid] = future
+        if on_ack is not None:
+            self._on_ack[pid] = on_ack
         try:
             self.send(codec.Publish(topic, payload, qos=1, packet_id=pid))
             await self.drain()
@@ -83,11 +92,15 @@ class MqttConnection:
                 raise ConnectionClosed(self.close_reason or "connection closed before PUBACK")
         finally:
             self._acks.pop(pid, None)
+            self._on_ack.pop(pid, None)
 
     def puback_received(self, packet_id: int) -> None:
         future = self._acks.get(packet_id)
         if future and not future.done():
             future.set_result(None)
+            callback = self._on_ack.pop(packet_id, None)
+            if callback is not None:
+                callback()
 
     def close(self, reason: str) -> None:
         """Close the connection (idempotent); ``reason`` is kept for logs and tests."""

@@ -39,7 +39,9 @@ from emulator.hub.state import (
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["DeviceSession", codec.Publish], Awaitable[None]]
+# A handler returns True when it sent (or deliberately withheld) the PUBACK itself; otherwise the session
+# acknowledges a QoS 1 publish once the handler returns.
+Handler = Callable[["DeviceSession", codec.Publish], Awaitable[bool | None]]
 TelemetryListener = Callable[[TelemetryRecord], None]
 
 TWIN_RESPONSE = "$iothub/twin/res/"
@@ -235,7 +237,8 @@ class DeviceSession:
         if handler is None:
             self.conn.close(f"topic {packet.topic[:120]!r} is not an IoT Hub topic")
             raise ConnectionClosed("unknown topic")
-        await handler(self, packet)
+        if not await handler(self, packet) and packet.qos == 1 and packet.packet_id is not None:
+            self.conn.send(codec.Ack(codec.PacketType.PUBACK, packet.packet_id))
 
     async def _deliver_c2d(self) -> None:
         probe = f"devices/{self.device_id}/messages/devicebound/x"
@@ -248,12 +251,17 @@ class DeviceSession:
                 continue
             topic = f"devices/{self.device_id}/messages/devicebound/" + \
                 encode_properties({**message.system_properties, **message.properties})
+            acked: list[int] = []
+
+            def completed(seq: int = message.seq, acked: list[int] = acked) -> None:
+                acked.append(seq)
+                state.complete_c2d(seq)
+
             try:
-                await self.conn.publish(topic, message.payload, qos=1)
-            except (ConnectionClosed, asyncio.CancelledError):
-                state.release_c2d(message.seq)
-                raise
-            state.complete_c2d(message.seq)
+                await self.conn.publish(topic, message.payload, qos=1, on_ack=completed)
+            finally:
+                if not acked:
+                    state.release_c2d(message.seq)
 
 
 class Hub:
@@ -409,7 +417,7 @@ class Hub:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    async def _on_device_topic(self, session: DeviceSession, packet: codec.Publish) -> None:
+    async def _on_device_topic(self, session: DeviceSession, packet: codec.Publish) -> bool:
         prefix = f"devices/{session.device_id}/messages/events/"
         if not (packet.topic.startswith(prefix) or packet.topic == prefix[:-1]):
             session.close(f"device {session.device_id!r} may not publish to {packet.topic[:120]!r}")
@@ -435,10 +443,9 @@ class Hub:
                 listener(record)
             except Exception:
                 log.exception("telemetry listener failed")
-        if packet.qos == 1 and packet.packet_id is not None:
-            if self.faults.take_withheld(session.device_id):
-                return
+        if packet.qos == 1 and packet.packet_id is not None and not self.faults.take_withheld(session.device_id):
             await session.ack(packet.packet_id)
+        return True
 
     # twins
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -36,6 +37,14 @@ MQTT_PORT = 8883
 DEFAULT_ID_SCOPE = "0ne00000001"
 CONNECT_TIMEOUT_S = 10.0
 _PACKET_OVERHEAD = 70_000  # topic (at most 65535 bytes) and header around a maximal message
+
+
+def default_state_dir() -> Path:
+    """$ROOST_SIM_STATE_DIR, else ~/.local/state/roost-sim/hub (XDG_STATE_HOME respected)."""
+    if os.environ.get("ROOST_SIM_STATE_DIR"):
+        return Path(os.environ["ROOST_SIM_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "roost-sim" / "hub"
 
 
 @dataclass
@@ -133,7 +142,7 @@ class Emulator:
             for lst in self._listeners:
                 context = hub_context
                 if lst.gateway:
-                    gateway_cert = self.pki.gateway(cfg.gateway_hostnames or [lst.address])
+                    gateway_cert = self._gateway_certificate(lst.address)
                     context = server_context(str(gateway_cert.chain_path), str(gateway_cert.key_path))
                 lst.server = await asyncio.start_server(
                     lambda r, w, listener=lst: self._on_connection(r, w, listener, max_packet),
@@ -147,6 +156,26 @@ class Emulator:
             raise
         self.started = True
         log.info("emulator listening: %s", self.connection_info())
+
+    def _gateway_certificate(self, address: str):
+        """The configured names' certificate; without names, one `roost-sim pki gateway` made, else the address."""
+        names = self.config.gateway_hostnames
+        if not names:
+            existing = self.pki.load("gateway")
+            if existing is not None and self.pki.is_fresh(existing):
+                return existing
+            names = [address]
+        return self.pki.gateway(names)
+
+    def gateway_hostnames(self) -> list[str]:
+        """The names in the gateway certificate in use (what GatewayHostName must be)."""
+        gateway = self.pki.load("gateway")
+        if gateway is None:
+            return []
+        from cryptography import x509
+
+        san = gateway.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [str(n.value) for n in san]
 
     @property
     def dps_https_port(self) -> int:
@@ -169,8 +198,7 @@ class Emulator:
             "state_dir": str(self.state_dir),
         }
         if cfg.gateway_address:
-            info["gateway"] = {"address": cfg.gateway_address,
-                               "hostnames": cfg.gateway_hostnames or [cfg.gateway_address]}
+            info["gateway"] = {"address": cfg.gateway_address, "hostnames": self.gateway_hostnames()}
         return info
 
     async def stop(self) -> None:

@@ -745,6 +745,10 @@ async def _wait_for_method_subscription(hub: Hub, device_id: str, name: str, tim
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     probe = f"{METHOD_REQUEST}{name}/?$rid=0"
+    session = hub.sessions.get(device_id)
+    if session is not None and session.wants(probe):
+        return
+    hub.state.count("method_connect_waits")   # metered: calls that waited for their device to come online
     while loop.time() < deadline:
         session = hub.sessions.get(device_id)
         if session is not None and session.wants(probe):
