@@ -362,6 +362,18 @@ class UpdateEngine:
             self.rollback(f"health checks failed: {report.failures()}", reboot=reboot)
         return report
 
+    async def arun_trial(self, deadline: float | None = None, interval: float = 2.0, *,
+                         reboot: bool = True) -> HealthReport:
+        """run_trial() for the agent's event loop: async probes allowed; commit/rollback run in a thread."""
+        import asyncio
+
+        report = await self.health.arun(self.config.trial_deadline if deadline is None else deadline, interval)
+        if report.ok:
+            await asyncio.to_thread(self.mark_good)
+        else:
+            await asyncio.to_thread(self.rollback, f"health checks failed: {report.failures()}", reboot=reboot)
+        return report
+
     def reboot(self, trial: bool | None = None) -> None:
         """Reboot; by default into the trial boot when one is armed, so an armed update is never skipped."""
         if trial is None:

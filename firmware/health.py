@@ -7,13 +7,14 @@ while after boot. The daemon registers its own ("hub-connected"); applications a
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 ProbeResult = bool | tuple[bool, str]
-Probe = Callable[[], ProbeResult]
+Probe = Callable[[], ProbeResult | Awaitable[ProbeResult]]   # async probes only work with arun()
 
 
 @dataclass
@@ -50,11 +51,41 @@ class HealthChecks:
         for name, probe in self._probes.items():
             try:
                 outcome = probe()
+                if inspect.isawaitable(outcome):
+                    close = getattr(outcome, "close", None)
+                    if close:
+                        close()
+                    outcome = (False, "async probe: run the checks with arun() from the event loop")
             except Exception as exc:  # a crashing probe is a failing probe, not a crashing agent
                 outcome = (False, f"{type(exc).__name__}: {exc}")
-            ok, detail = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
-            results[name] = (bool(ok), detail)
+            results[name] = _verdict(outcome)
         return HealthReport(all(ok for ok, _ in results.values()), results, 1)
+
+    async def arun_once(self) -> HealthReport:
+        results = {}
+        for name, probe in self._probes.items():
+            try:
+                outcome = probe()
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+            except Exception as exc:
+                outcome = (False, f"{type(exc).__name__}: {exc}")
+            results[name] = _verdict(outcome)
+        return HealthReport(all(ok for ok, _ in results.values()), results, 1)
+
+    async def arun(self, deadline: float, interval: float = 2.0) -> HealthReport:
+        """run() for the agent's event loop: probes may be coroutines, waiting does not block the loop."""
+        import asyncio  # here, not at the top: the install process never needs it (about 2 MB resident)
+
+        end = self.clock() + deadline
+        rounds = 0
+        while True:
+            report = await self.arun_once()
+            rounds += 1
+            report.rounds = rounds
+            if report.ok or self.clock() + interval > end:
+                return report
+            await asyncio.sleep(interval)
 
     def run(self, deadline: float, interval: float = 2.0) -> HealthReport:
         """Poll every probe until all pass (ok) or ``deadline`` seconds have passed (not ok)."""
@@ -67,6 +98,12 @@ class HealthChecks:
             if report.ok or self.clock() + interval > end:
                 return report
             self.sleep(interval)
+
+
+def _verdict(outcome: object) -> tuple[bool, str]:
+    if isinstance(outcome, tuple):
+        return bool(outcome[0]), str(outcome[1]) if len(outcome) > 1 else ""
+    return bool(outcome), ""
 
 
 def services_probe(units: Sequence[str], systemctl: Sequence[str] = ("systemctl",)) -> Probe:

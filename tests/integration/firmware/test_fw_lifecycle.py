@@ -203,3 +203,20 @@ def test_install_after_an_unrecorded_failed_trial_records_it_first(rig):
     assert rig.engine().status()["failed_trials"] == 1
     outcome, _ = rig.settle()
     assert (outcome.slot, outcome.image["version"]) == ("b", "3.0")
+
+
+def test_async_trial_for_the_agent_event_loop(rig):
+    import asyncio
+
+    rig.engine().install(str(rig.bundle("2.0")), reboot=True)
+    rig.power_on()
+    engine = rig.engine()
+    assert engine.boot().action == "health-check"
+
+    async def hub_connected():
+        return True, ""
+
+    engine.health.register("hub-connected", hub_connected)
+    report = asyncio.run(engine.arun_trial(deadline=0))
+    assert report.ok and set(report.results) == {"image-healthy", "hub-connected"}
+    assert rig.engine().status()["last_result"]["result"] == "committed"

@@ -55,3 +55,24 @@ def test_services_probe_uses_the_command(tmp_path):
     ok, detail = services_probe(["roost.service", "other.service"], [str(tool)])()
     assert not ok and detail == "inactive: other.service"
     assert services_probe(["roost.service"], [str(tool)])() == (True, "")
+
+
+def test_async_probes_in_the_event_loop():
+    import asyncio
+
+    clock = FakeClock()
+    checks = HealthChecks(clock=clock, sleep=clock.sleep)
+    polls = []
+
+    async def hub():
+        polls.append(clock.now)
+        clock.now += 1
+        return (len(polls) >= 3, "connecting")
+
+    checks.register("hub", hub)
+    checks.register("sync", lambda: True)
+    report = asyncio.run(checks.arun(deadline=60, interval=0))
+    assert report.ok and report.rounds == 3
+    # the synchronous runner cannot await: it says so instead of passing silently
+    sync_report = checks.run_once()
+    assert not sync_report.ok and "arun()" in sync_report.results["hub"][1]
