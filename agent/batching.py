@@ -1,19 +1,23 @@
 """Packing readings into IoT Hub messages toward its 4 KB billing unit, and the properties routing needs.
 
-A telemetry message body is one JSON object:
+A telemetry message body is one JSON object, readings grouped by sensor (each sensor's name and units appear
+once per message, which is what lets ~35 readings share one billed 4 KB unit):
 
-    {"schema":"roost.telemetry.v1","outbox":"<epoch>",
-     "readings":[{"seq":17,"sensor":"climate","ts":1795444617.456,"values":{"temperature":21.21}},...],
-     "units":{"climate":{"temperature":"degC"}}}
+    {"schema":"roost.telemetry.v1","outbox":"<epoch>","sensors":{
+        "climate":{"units":{"temperature":"degC"},
+                   "readings":[{"seq":17,"ts":1795444617.456,"values":{"temperature":21.21}},...]},
+        ...}}
 
 ``seq`` with ``outbox`` identifies each reading for ever, so a consumer drops redelivered duplicates by that
-pair. The body is assembled from the stored JSON texts without re-parsing them, and its size is exact, so a
-batch stays within ``batch_max_bytes`` (a single reading larger than that goes alone).
+pair (and restores the global order by ``seq``). The body is assembled from the stored JSON texts without
+re-parsing them, and its metered size is computed exactly, so a batch stays within ``batch_max_bytes`` (a
+single reading larger than that goes alone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -51,7 +55,12 @@ class Batch:
 
 
 def header(epoch: str) -> str:
-    return f'{{"schema":"{SCHEMA}","outbox":"{epoch}","readings":['
+    return f'{{"schema":"{SCHEMA}","outbox":"{epoch}","sensors":{{'
+
+
+def group_overhead(sensor: str | None, units: str | None) -> int:
+    """Bytes one sensor's group adds besides its readings: `"name":{"units":{..},"readings":[` ... `]},`."""
+    return len(json.dumps(sensor or "")) + len(':{"units":,"readings":[]},') + len(units or "{}")
 
 
 def item_overhead(seq: int) -> int:
@@ -71,14 +80,17 @@ def build(epoch: str, items: Sequence[Item]) -> Batch:
         props = {"schema": f"roost.{items[0].kind}.v1", **(items[0].props or {})}
         body = (f'{{"seq":{first},"outbox":"{epoch}",' + items[0].body[1:]).encode()
         return Batch(tuple(items), body, message_id, props)
-    # '{"seq":N,' + rest of the stored object: no parse, no re-serialisation.
-    parts = [f'{{"seq":{i.seq},' + i.body[1:] if len(i.body) > 2 else f'{{"seq":{i.seq}}}' for i in items]
-    units: dict[str, str] = {}
+    groups: dict[str, tuple[str, list[str]]] = {}       # sensor -> (units, packed readings), first-seen order
     for item in items:
-        if item.sensor is not None and item.units and item.sensor not in units:
-            units[item.sensor] = item.units
-    unit_map = ",".join(f"{json.dumps(sensor)}:{text}" for sensor, text in units.items())
-    body = (header(epoch) + ",".join(parts) + '],"units":{' + unit_map + "}}").encode()
+        sensor = item.sensor or ""
+        if sensor not in groups:
+            groups[sensor] = (item.units or "{}", [])
+        # '{"seq":N,' + rest of the stored object: no parse, no re-serialisation.
+        packed = f'{{"seq":{item.seq},' + item.body[1:] if len(item.body) > 2 else f'{{"seq":{item.seq}}}'
+        groups[sensor][1].append(packed)
+    sensors = ",".join(f'{json.dumps(sensor)}:{{"units":{units},"readings":[{",".join(readings)}]}}'
+                       for sensor, (units, readings) in groups.items())
+    body = (header(epoch) + sensors + "}}").encode()
     return Batch(tuple(items), body, message_id, {"schema": SCHEMA})
 
 
@@ -91,6 +103,29 @@ def claim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> 
 async def aclaim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
     return await outbox.aclaim(body_budget(epoch, batch_max_bytes), max_items, base=envelope_size(epoch),
                                cost=packed_cost())
+
+
+async def aclaim_full(outbox: Outbox, epoch: str, batch_max_bytes: int, count: int) -> list[list[Item]]:
+    """Up to ``count`` batches in one trip to the outbox thread; stops early at a batch that is not full.
+
+    A backlog drains faster this way (one thread hop for several batches); a partly filled batch is only
+    claimed when the caller decided it is due, so it ends the run.
+    """
+    budget = body_budget(epoch, batch_max_bytes)
+
+    def claim_run() -> list[list[Item]]:
+        out: list[list[Item]] = []
+        for _ in range(count):
+            items = outbox.claim(budget, base=envelope_size(epoch), cost=packed_cost())
+            if not items:
+                break
+            out.append(items)
+            json_bytes, n, _ = outbox.pending()
+            if envelope_size(epoch) + json_bytes + n * item_overhead(outbox.next_seq) < budget:
+                break
+        return out
+
+    return await outbox.run_in_thread(claim_run)
 
 
 def properties_size(epoch: str) -> int:
@@ -116,19 +151,20 @@ def metered_size(batch: Batch) -> int:
 
 
 def envelope_size(epoch: str) -> int:
-    """Bytes of a telemetry message that are not readings or units (header and the closing part)."""
-    return len(header(epoch)) + len('],"units":{}}')
+    """Bytes of a telemetry message outside the sensor groups (header and the closing brackets)."""
+    return len(header(epoch)) + len("}}")
 
 
 def packed_cost() -> Callable[[Item], int]:
-    """What each stored reading adds to one packed message: itself, and its sensor's units the first time."""
+    """What each stored reading adds to one packed message: itself, and its sensor's group the first time."""
     seen: set[str] = set()
 
     def cost(item: Item) -> int:
         extra = 0
-        if item.sensor is not None and item.units and item.sensor not in seen:
-            seen.add(item.sensor)
-            extra = len(json.dumps(item.sensor)) + 1 + len(item.units) + 1
+        sensor = item.sensor or ""
+        if sensor not in seen:
+            seen.add(sensor)
+            extra = group_overhead(item.sensor, item.units)
         return len(item.body) + item_overhead(item.seq) + extra
 
     return cost
@@ -168,6 +204,7 @@ class Forwarder:
         self.billed_units = 0
         self._wakeup = asyncio.Event()
         self._claim_lock = asyncio.Lock()
+        self._ready: collections.deque[list[Item]] = collections.deque()   # claimed, not yet taken by a worker
         self._stopping = False
 
     def notify(self) -> None:
@@ -187,6 +224,8 @@ class Forwarder:
     def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
+        while self._ready:   # claimed for a worker that will not send it now: next start sends it
+            self.outbox.release(self._ready.popleft())
 
     async def _worker(self, n: int) -> None:
         while not self._stopping:
@@ -215,6 +254,8 @@ class Forwarder:
     async def _next_batch(self) -> list[Item]:
         """Wait until a batch is worth sending, then claim it (one worker decides and claims at a time)."""
         async with self._claim_lock:
+            if self._ready:
+                return self._ready.popleft()
             while not self._stopping:
                 json_bytes, count, oldest = self.outbox.pending()
                 if count:
@@ -222,8 +263,15 @@ class Forwarder:
                         self.outbox.next_seq)
                     age = self.clock() - oldest if oldest is not None else 0.0
                     wait_s = self.batch_max_delay_s - age
-                    if estimate >= body_budget(self.outbox.epoch, self.batch_max_bytes) or wait_s <= 0 \
-                            or self.flushing:
+                    if estimate >= body_budget(self.outbox.epoch, self.batch_max_bytes):
+                        # A backlog: claim a batch for every worker in one go.
+                        batches = await aclaim_full(self.outbox, self.outbox.epoch, self.batch_max_bytes,
+                                                    self.max_in_flight)
+                        if batches:
+                            self._ready.extend(batches[1:])
+                            return batches[0]
+                        continue
+                    if wait_s <= 0 or self.flushing:
                         return await aclaim(self.outbox, self.outbox.epoch, self.batch_max_bytes)
                     # A clock stepped backwards makes age negative: never wait longer than the delay itself.
                     timeout = min(wait_s, self.batch_max_delay_s)

@@ -34,10 +34,13 @@ class Sample:
         return "error" if self.error else "good"
 
     def to_json(self) -> str:
-        """Compact JSON for the outbox. Units are stored beside it (sent once per sensor per batch), quality
-        "good" is implied by the absence of an error, and values keep 7 significant digits (beyond what any
-        supported sensor resolves) so a batch carries more readings per billed 4 KB."""
-        body: dict[str, Any] = {"sensor": self.sensor_id, "ts": round(self.timestamp, 3)}
+        """Compact JSON for the outbox.
+
+        The sensor id and units are stored beside it and sent once per sensor per batch; quality "good" is
+        implied by the absence of an error; values keep 7 significant digits (beyond what any supported sensor
+        resolves). All so that a batch carries more readings per billed 4 KB.
+        """
+        body: dict[str, Any] = {"ts": round(self.timestamp, 3)}
         if self.values:
             body["values"] = {k: _significant(v) for k, v in self.values.items()}
         if self.error:

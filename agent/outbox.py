@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import logging
 import sqlite3
@@ -33,9 +34,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+COUNTER_SAVE_INTERVAL_S = 5.0
 ROW_OVERHEAD = 64          # bytes counted per stored reading beyond its JSON (row header, index entry)
 TELEMETRY = "telemetry"
 COUNTERS = ("stored_readings", "sent_readings", "sent_messages", "dropped_readings", "dropped_bytes",
@@ -115,6 +118,8 @@ class Outbox:
         self._disk_full_logged = False
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
+        self._ack_queue: collections.deque[tuple[list[int], int]] = collections.deque()
+        self._counters_saved = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class Outbox:
             if self._db is None:
                 return
             self._flush_spill()
+            self._persist_counters()
             if self._spill:
                 log.error("outbox closing with %d readings that could not be stored (disk full): they are lost",
                           len(self._spill))
@@ -335,11 +341,13 @@ class Outbox:
                         self._unclaimed_bytes -= item.size
                         self._unclaimed_n -= 1
                     return batch
-            rows = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
-                                    "WHERE seq > ? "
-                                    "ORDER BY seq LIMIT ?", (self._cursor, min(max_items, 1024))).fetchall()
-            candidates = [Item(s, k, b, json.loads(p) if p else None, c, sn, u) for s, k, b, p, c, sn, u in rows]
-            candidates += [i for i in self._spill if i.seq > self._cursor]
+            cursor = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
+                                      "WHERE seq > ? ORDER BY seq", (self._cursor,))
+            # Rows are fetched a few at a time: a batch needs tens of them, the table may hold millions.
+            stored = (Item(s, k, b, json.loads(p) if p else None, c, sn, u)
+                      for chunk in iter(lambda: cursor.fetchmany(64), []) for s, k, b, p, c, sn, u in chunk)
+            spilled = (i for i in list(self._spill) if i.seq > self._cursor)   # always newer than stored rows
+            candidates = itertools.chain(stored, spilled)
             batch: list[Item] = []
             used = base
             for item in candidates:
@@ -352,6 +360,7 @@ class Outbox:
                 used += price
                 if len(batch) >= max_items:
                     break
+            cursor.close()
             for item in batch:
                 self._in_flight[item.seq] = item.size
                 self._unclaimed_bytes -= item.size
@@ -371,22 +380,30 @@ class Outbox:
 
     def ack(self, seqs: Iterable[int], messages: int = 1) -> None:
         """IoT Hub acknowledged these readings: remove them for good."""
-        seqs = list(seqs)
+        self.ack_many([(list(seqs), messages)])
+
+    def ack_many(self, acks: list[tuple[list[int], int]]) -> None:
+        """Several acknowledged batches in one transaction (the forwarder's workers finish close together)."""
+        seqs = [seq for batch, _ in acks for seq in batch]
         with self._lock:
             assert self._db is not None, "outbox is not open"
-            spilled = {i.seq for i in self._spill}
-            stored = [(s,) for s in seqs if s not in spilled]
+            spilled = {i.seq for i in self._spill} if self._spill else set()
+            ranges = _ranges(sorted(s for s in seqs if s not in spilled))
             self._counters["sent_readings"] += len(seqs)
-            self._counters["sent_messages"] += messages
+            self._counters["sent_messages"] += sum(m for _, m in acks)
             try:
                 with _transaction(self._db, durable=False):
-                    self._db.executemany("DELETE FROM readings WHERE seq = ?", stored)
-                    self._write_counters()
+                    self._db.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ?", ranges)
+                    # Counters are statistics: saving them every few seconds (and at close) is enough.
+                    if time.monotonic() - self._counters_saved >= COUNTER_SAVE_INTERVAL_S:
+                        self._write_counters()
+                        self._counters_saved = time.monotonic()
             except sqlite3.OperationalError as exc:
                 # Not deleting only means a redelivery after a restart; the reading is not lost.
                 log.error("outbox cannot remove sent readings (%s); they may be sent again after a restart", exc)
             if spilled:
-                self._spill = collections.deque(i for i in self._spill if i.seq not in set(seqs))
+                acked = set(seqs)
+                self._spill = collections.deque(i for i in self._spill if i.seq not in acked)
             for seq in seqs:
                 size = self._in_flight.pop(seq, None)
                 if size is not None:
@@ -406,16 +423,18 @@ class Outbox:
             self._retry.append(batch)
             self._retry.sort(key=lambda b: b[0].seq)
 
+    # pending() and stats() read in-memory counters without the lock on purpose: the event loop calls them, and
+    # the lock may be held for an fsync by the outbox thread. A reading taken mid-update is off by one batch at
+    # most, which only shifts when the next batch is claimed.
+
     def pending(self) -> tuple[int, int, float | None]:
         """(JSON bytes not yet claimed, how many readings that is, creation time of the oldest of them)."""
-        with self._lock:
-            count = self._unclaimed_n
-            return self._unclaimed_bytes - ROW_OVERHEAD * count, count, self._oldest_unclaimed
+        count = self._unclaimed_n
+        return max(0, self._unclaimed_bytes - ROW_OVERHEAD * count), count, self._oldest_unclaimed
 
     def stats(self) -> Stats:
-        with self._lock:
-            return Stats(depth=self._depth, bytes=self._sizes_total, in_flight=len(self._in_flight),
-                         spilled=len(self._spill), counters=dict(self._counters))
+        return Stats(depth=self._depth, bytes=self._sizes_total, in_flight=len(self._in_flight),
+                     spilled=len(self._spill), counters=dict(self._counters))
 
     def _write_counters(self) -> None:
         assert self._db is not None
@@ -437,6 +456,10 @@ class Outbox:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-outbox")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def run_in_thread(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the outbox thread (for several outbox calls in one hop)."""
+        return await self._run(fn)
+
     async def aadd_many(self, bodies: list[str], kind: str = TELEMETRY,
                         props: Mapping[str, str] | None = None,
                         sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
@@ -447,7 +470,29 @@ class Outbox:
         return await self._run(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
 
     async def aack(self, seqs: list[int], messages: int = 1) -> None:
-        await self._run(self.ack, seqs, messages)
+        # Queue the ack, then run a drain job: whichever job runs first removes every ack queued so far, so
+        # acks that arrive together share one transaction. The outbox thread is FIFO, so by the time this
+        # caller's job finishes, its own ack has been handled.
+        self._ack_queue.append((list(seqs), messages))
+        await self._run(self._drain_acks)
+
+    def _drain_acks(self) -> None:
+        acks = []
+        while self._ack_queue:
+            acks.append(self._ack_queue.popleft())
+        if acks:
+            self.ack_many(acks)
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted sequence numbers as (first, last) runs, so a batch is deleted with one statement."""
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 class _transaction:

@@ -74,8 +74,9 @@ class Hub:
         self._records = records
         for record in records:
             body = json.loads(record.payload)
-            for r in body.get("readings", []):
-                self.seen.append((body["outbox"], r["seq"], int(r.get("values", {}).get("n", -1))))
+            for group in body.get("sensors", {}).values():
+                for r in group["readings"]:
+                    self.seen.append((body["outbox"], r["seq"], int(r.get("values", {}).get("n", -1))))
 
     def readings(self) -> list[tuple[str, int, int]]:
         """Every (outbox, seq, n) the hub stored, duplicates included, in arrival order."""

@@ -23,6 +23,13 @@ def outbox(tmp_path):
         yield ob
 
 
+def readings_of(body: bytes) -> list[dict]:
+    """A batch's readings in their original order, each with its sensor."""
+    doc = json.loads(body)
+    out = [dict(r, sensor=name) for name, group in doc["sensors"].items() for r in group["readings"]]
+    return sorted(out, key=lambda r: r["seq"])
+
+
 def drain(ob: Outbox, limit: int) -> list[batching.Batch]:
     out = []
     while items := batching.claim(ob, ob.epoch, limit):
@@ -36,11 +43,12 @@ def test_a_batch_is_json_with_ids_and_routing_properties(outbox):
     (batch,) = drain(outbox, 4096)
     body = json.loads(batch.body)
     assert body["schema"] == batching.SCHEMA and body["outbox"] == outbox.epoch
-    assert [r["seq"] for r in body["readings"]] == [1, 2, 3]
-    assert [r["n"] for r in body["readings"]] == [0, 1, 2]
+    assert list(body["sensors"]) == [""]       # readings stored without a sensor id
+    assert [r["seq"] for r in readings_of(batch.body)] == [1, 2, 3]
+    assert [r["n"] for r in readings_of(batch.body)] == [0, 1, 2]
     assert batch.message_id == f"{outbox.epoch}-1-3"
     assert batch.properties == {"schema": batching.SCHEMA}
-    assert body["units"] == {}
+    assert body["sensors"][""]["units"] == {}
     assert batch.billed_units == 1
 
 
@@ -49,7 +57,11 @@ def test_units_travel_once_per_sensor_per_batch(outbox):
     sensors = [("a", units["a"]), ("b", units["b"]), ("a", units["a"]), ("c", None)]
     outbox.add_many([reading(i) for i in range(4)], sensors=sensors)
     (batch,) = drain(outbox, 4096)
-    assert json.loads(batch.body)["units"] == {"a": {"temperature": "degC"}, "b": {"humidity": "%RH"}}
+    groups = json.loads(batch.body)["sensors"]
+    assert {name: g["units"] for name, g in groups.items()} == {"a": {"temperature": "degC"}, "b": {"humidity": "%RH"},
+                                                                 "c": {}}
+    assert [r["seq"] for r in groups["a"]["readings"]] == [1, 3]
+    assert [r["sensor"] for r in readings_of(batch.body)] == ["a", "b", "a", "c"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -63,8 +75,8 @@ def test_batches_fit_the_limit_and_keep_every_reading_in_order(tmp_path_factory,
         batches = drain(ob, limit)
     seen = []
     for b in batches:
-        readings = json.loads(b.body)["readings"]
-        assert set(json.loads(b.body)["units"]) <= set("abcd")
+        readings = readings_of(b.body)
+        assert set(json.loads(b.body)["sensors"]) <= set("abcd")
         assert batching.metered_size(b) <= limit or len(readings) == 1
         seen += [r["n"] for r in readings]
     assert seen == list(range(len(sizes)))
@@ -118,7 +130,7 @@ async def run_until(forwarder: batching.Forwarder, condition, limit: float = 10.
 
 
 def delivered(sender: FlakySender) -> list[int]:
-    return [r["n"] for _, body in sender.received for r in json.loads(body)["readings"]]
+    return [r["n"] for _, body in sender.received for r in readings_of(body)]
 
 
 @pytest.mark.parametrize("in_flight", [1, 8])
@@ -182,6 +194,6 @@ def test_a_full_batch_does_not_wait(outbox):
         fwd = batching.Forwarder(outbox, sender, batch_max_bytes=4096, batch_max_delay_s=5, max_in_flight=1,
                                  clock=lambda: 1000.0)
         await run_until(fwd, lambda: len(sender.received) >= 1)
-        assert len(json.loads(sender.received[0][1])["readings"]) > 10
+        assert len(readings_of(sender.received[0][1])) > 10
 
     asyncio.run(main())

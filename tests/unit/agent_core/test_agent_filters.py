@@ -74,7 +74,7 @@ def test_errors_bypass_the_window():
 def test_sample_json_is_compact_and_complete():
     sample = Sample("t1", 1.23456, values={"temp": 20.5, "p": 101267.9296875, "n": 3.0}, units={"temp": "C"})
     body = json.loads(sample.to_json())
-    assert body == {"sensor": "t1", "ts": 1.235, "values": {"temp": 20.5, "p": 101267.9, "n": 3}}
+    assert body == {"ts": 1.235, "values": {"temp": 20.5, "p": 101267.9, "n": 3}}
     assert json.loads(sample.units_json()) == {"temp": "C"}
     body = json.loads(err(2).to_json())
     assert body["q"] == "error" and body["error_kind"] == "nack" and "values" not in body

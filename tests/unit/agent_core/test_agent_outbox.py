@@ -144,3 +144,36 @@ def test_rows_are_really_in_sqlite(outbox):
     db = sqlite3.connect(outbox.path)
     assert db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 1
     db.close()
+
+
+def test_ranges_group_consecutive_sequences():
+    from agent.outbox import _ranges
+
+    assert _ranges([1, 2, 3, 7, 9, 10]) == [(1, 3), (7, 7), (9, 10)]
+    assert _ranges([]) == []
+
+
+def test_acks_queued_together_share_one_transaction(outbox):
+    import asyncio
+
+    outbox.add_many([body(i) for i in range(30)])
+    batches = [outbox.claim(3 * len(body(10))) for _ in range(10)]
+    assert all(len(b) == 3 for b in batches)
+
+    async def main():
+        await asyncio.gather(*(outbox.aack([i.seq for i in b]) for b in batches))
+
+    asyncio.run(main())
+    stats = outbox.stats()
+    assert stats.depth == 0 and stats.counters["sent_messages"] == 10 and stats.counters["sent_readings"] == 30
+    assert outbox._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+
+
+def test_counters_survive_a_clean_close(tmp_path):
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, 1 << 20) as ob:
+        ob.add_many([body(i) for i in range(4)])
+        ob.ack([i.seq for i in ob.claim(1 << 20)], messages=2)
+    with Outbox(path, 1 << 20) as ob:
+        counters = ob.stats().counters
+        assert counters["sent_readings"] == 4 and counters["sent_messages"] == 2 and counters["stored_readings"] == 4

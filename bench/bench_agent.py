@@ -1,0 +1,419 @@
+"""Agent core benchmarks: the telemetry pipeline against the hub emulator, each figure against a raw SDK baseline.
+
+Everything runs on this machine: the hub emulator (MQTT over TLS) in a thread, the unmodified azure-iot-device
+client on both sides of every comparison. Readings are real ones from the emulated rpi-4b's sensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from bench import figure
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE = "bench-dev"
+
+
+def _free_loopback() -> str:
+    rng = random.Random()
+    for _ in range(500):
+        address = f"127.{rng.randint(40, 60)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}"
+        ok = True
+        for port in (8883, 8443):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((address, port))
+                except OSError:
+                    ok = False
+        if ok:
+            return address
+    raise RuntimeError("no free loopback address")
+
+
+class _Hub:
+    def __init__(self, state_dir: Path) -> None:
+        from emulator.hub.server import EmulatorConfig, EmulatorThread
+
+        self.thread = EmulatorThread(EmulatorConfig(state_dir=state_dir, address=_free_loopback()))
+        self.thread.__enter__()
+        self.emulator = self.thread.emulator
+        device = self.emulator.hub.state.create_device(DEVICE)
+        self.key = device.primary_key
+        info = self.emulator.connection_info()
+        self.hostname = info["hub"]
+        self.ca_file = info["root_ca"]
+        self.ca_pem = Path(self.ca_file).read_text()
+        self.arrivals: list[tuple[float, bytes]] = []
+        self._lock = threading.Lock()
+        self.emulator.hub.add_telemetry_listener(self._on_record)
+
+    def _on_record(self, record) -> None:
+        with self._lock:
+            self.arrivals.append((time.time(), record.payload))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.arrivals = []
+
+    def readings_seen(self) -> int:
+        with self._lock:
+            payloads = [p for _, p in self.arrivals]
+        total = 0
+        for payload in payloads:
+            with contextlib.suppress(ValueError):
+                total += sum(len(g["readings"]) for g in json.loads(payload).get("sensors", {}).values())
+        return total
+
+    def credentials(self, force: bool = False):
+        from agent.identity.credentials import HubCredentials, key_signer
+
+        return HubCredentials(self.hostname, DEVICE, sign=key_signer(base64.b64decode(self.key)), ca_pem=self.ca_pem)
+
+    def units_since(self, after_seq: int) -> tuple[int, int]:
+        records = self.emulator.hub.state.telemetry(after_seq=after_seq, limit=10_000_000)
+        return sum(r.units for r in records), (records[-1].seq if records else after_seq)
+
+    def last_seq(self) -> int:
+        records = self.emulator.hub.state.telemetry(after_seq=0, limit=10_000_000)
+        return records[-1].seq if records else 0
+
+    def close(self) -> None:
+        self.thread.__exit__(None, None, None)
+
+
+def _real_readings(count: int) -> list:
+    """Readings from the emulated rpi-4b's I2C sensors, read through the real drivers."""
+    from agent.filters import from_reading
+    from hal.board import load_board
+    from hal.platform import load_platform
+    from hal.sensors import open_sensors
+
+    board = load_board("rpi-4b")
+    platform = load_platform("emulated", board)
+    sensors = [s for s in open_sensors(board, platform) if s.driver_class.BUS == "i2c"]
+    samples = []
+    try:
+        while len(samples) < count:
+            for sensor in sensors:
+                samples.append(from_reading(sensor.read()))
+    finally:
+        platform.close()
+    return samples[:count]
+
+
+async def _raw_sdk_client(hub: _Hub):
+    from azure.iot.device.aio import IoTHubDeviceClient
+
+    creds = hub.credentials()
+    client = IoTHubDeviceClient.create_from_sastoken(creds.sas_token(3600), server_verification_cert=hub.ca_pem,
+                                                     connection_retry=False)
+    await client.connect()
+    return client
+
+
+async def _raw_send_rate(hub: _Hub, bodies: list[str], concurrency: int) -> float:
+    """The baseline: the SDK's asyncio client sending one message per reading, ``concurrency`` at a time."""
+    from azure.iot.device import Message
+
+    client = await _raw_sdk_client(hub)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(body: str) -> None:
+        async with gate:
+            await client.send_message(Message(body, content_encoding="utf-8", content_type="application/json"))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    elapsed = time.perf_counter() - started
+    await client.shutdown()
+    return len(bodies) / elapsed
+
+
+async def _raw_latencies(hub: _Hub, count: int) -> list[float]:
+    from azure.iot.device import Message
+
+    client = await _raw_sdk_client(hub)
+    out = []
+    for n in range(count):
+        hub.reset()
+        sent = time.time()
+        await client.send_message(Message(json.dumps({"n": n})))
+        while not hub.arrivals:
+            await asyncio.sleep(0.0005)
+        out.append(hub.arrivals[0][0] - sent)
+    await client.shutdown()
+    return out
+
+
+async def _pipeline(hub: _Hub, state: Path, *, batch_max_bytes: int, batch_max_delay_s: float = 2.0,
+                    max_in_flight: int = 8):
+    from agent.batching import Forwarder
+    from agent.config import HubConfig
+    from agent.outbox import Outbox
+    from agent.uplink import HubUplink
+
+    outbox = Outbox(state / f"outbox-{batch_max_bytes}-{batch_max_delay_s}.sqlite", 1 << 30).open()
+    uplink = HubUplink(HubConfig(), hub.credentials)
+    forwarder = Forwarder(outbox, uplink, batch_max_bytes=batch_max_bytes, batch_max_delay_s=batch_max_delay_s,
+                          max_in_flight=max_in_flight)
+    tasks = [asyncio.create_task(uplink.run()), asyncio.create_task(forwarder.run())]
+    await uplink.wait_connected(30)
+
+    async def close():
+        forwarder.stop()
+        await uplink.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        outbox.close()
+
+    return outbox, forwarder, close
+
+
+async def _agent_send_rate(hub: _Hub, state: Path, samples: list, group: int) -> float:
+    """Persisted pipeline, one reading per message: each tick's readings are stored (fsync) then sent."""
+    outbox, forwarder, close = await _pipeline(hub, state, batch_max_bytes=256, batch_max_delay_s=0.0)
+    started = time.perf_counter()
+    for i in range(0, len(samples), group):
+        chunk = samples[i:i + group]
+        await outbox.aadd_many([s.to_json() for s in chunk], sensors=[(s.sensor_id, s.units_json()) for s in chunk])
+        forwarder.notify()
+    while outbox.stats().depth:
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    sent = outbox.stats().counters["sent_messages"]
+    await close()
+    return sent / elapsed
+
+
+async def _agent_batched(hub: _Hub, state: Path, samples: list) -> tuple[float, int]:
+    """A backlog drained with 4 KB batching: readings/s, and the 4 KB units billed for it."""
+    before = hub.last_seq()
+    outbox, forwarder, close = await _pipeline(hub, state, batch_max_bytes=4096)
+    forwarder.flushing = True     # a drain: the last partial batch goes at once too
+    await outbox.aadd_many([s.to_json() for s in samples], sensors=[(s.sensor_id, s.units_json()) for s in samples])
+    started = time.perf_counter()
+    forwarder.notify()
+    while outbox.stats().depth:
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    await close()
+    units, _ = hub.units_since(before)
+    return len(samples) / elapsed, units
+
+
+async def _agent_latencies(hub: _Hub, state: Path, samples: list, rate_hz: float, delay_s: float) -> list[float]:
+    from agent.filters import Sample
+
+    outbox, forwarder, close = await _pipeline(hub, state, batch_max_bytes=4096, batch_max_delay_s=delay_s)
+    hub.reset()
+    stamped = []
+    period = 1.0 / rate_hz
+    start = time.time()
+    for n, s in enumerate(samples):
+        target = start + n * period
+        await asyncio.sleep(max(0.0, target - time.time()))
+        fresh = Sample(s.sensor_id, time.time(), values=s.values, units=s.units)
+        stamped.append(fresh)
+        await outbox.aadd_many([fresh.to_json()], sensors=[(fresh.sensor_id, fresh.units_json())])
+        forwarder.notify()
+    while outbox.stats().depth:
+        await asyncio.sleep(0.01)
+    await close()
+    latencies = []
+    for arrived, payload in hub.arrivals:
+        for group in json.loads(payload).get("sensors", {}).values():
+            latencies.extend(arrived - r["ts"] for r in group["readings"])
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+_RAW_CLIENT = textwrap.dedent("""
+    import sys, time
+    from azure.iot.device import IoTHubDeviceClient, Message
+    client = IoTHubDeviceClient.create_from_sastoken(sys.argv[1], server_verification_cert=open(sys.argv[2]).read(),
+                                                     connection_retry=False)
+    client.connect()
+    client.send_message(Message('{"hello":1}'))
+    print("sent", flush=True)
+    time.sleep(float(sys.argv[3]))
+    client.shutdown()
+""")
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _raw_process(hub: _Hub, work: Path) -> tuple[float, float]:
+    """Cold start to first message, and RSS, of the smallest SDK program that sends one message."""
+    script = work / "raw_client.py"
+    script.write_text(_RAW_CLIENT)
+    hub.reset()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(script), hub.credentials().sas_token(3600), hub.ca_file, "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: bool(hub.arrivals), 60)
+        cold = time.monotonic() - started
+        time.sleep(4)
+        rss = _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return cold, rss
+
+
+def _agent_config(work: Path, hub: _Hub, state: str) -> Path:
+    cs = work / "cs"
+    cs.write_text(f"HostName={hub.hostname};DeviceId={DEVICE};SharedAccessKey={hub.key}\n")
+    cs.chmod(0o600)
+    config = work / f"{state}.toml"
+    config.write_text(textwrap.dedent(f"""
+        [device]
+        board = "rpi-4b"
+        platform = "emulated"
+        state_dir = "{work / state}"
+        log_level = "warning"
+        [identity]
+        method = "connection-string"
+        connection_string_file = "{cs}"
+        [hub]
+        ca_file = "{hub.ca_file}"
+        [telemetry]
+        interval_s = 1
+        batch_max_delay_s = 0.5
+        outbox_max_bytes = 268435456
+        [telemetry.sensors.particles]
+        enabled = false
+    """))
+    return config
+
+
+def _agent_process(hub: _Hub, work: Path, state: str, *, backlog: int = 0,
+                   samples: list | None = None) -> dict:
+    from agent.outbox import Outbox
+
+    if backlog:
+        assert samples
+        with Outbox(work / state / "outbox.sqlite", 1 << 30) as ob:
+            for i in range(0, backlog, 5000):
+                chunk = [samples[(i + k) % len(samples)] for k in range(min(5000, backlog - i))]
+                ob.add_many([s.to_json() for s in chunk], sensors=[(s.sensor_id, s.units_json()) for s in chunk])
+    config = _agent_config(work, hub, state)
+    hub.reset()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {}
+    try:
+        _wait(lambda: bool(hub.arrivals), 60)
+        out["cold_start_s"] = time.monotonic() - started
+        if backlog:
+            drained = _wait(lambda: hub.readings_seen() >= backlog, 120)
+            out["drain_s"] = time.monotonic() - started
+            out["drained"] = drained
+            time.sleep(2)
+        else:
+            time.sleep(8)
+        out["rss_mb"] = _rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        out["exit_code"] = proc.wait(30)
+    return out
+
+
+def run() -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="roost-bench-agent-") as tmp:
+        work = Path(tmp)
+        hub = _Hub(work / "hub")
+        try:
+            samples = _real_readings(3000)
+            bodies = [s.to_json() for s in samples]
+
+            raw_rate = asyncio.run(_raw_send_rate(hub, bodies, concurrency=8))
+            agent_rate = asyncio.run(_agent_send_rate(hub, work, samples, group=len({s.sensor_id for s in samples})))
+            results["persisted_messages_per_s"] = figure(
+                agent_rate, "msg/s", baseline=raw_rate, baseline_name="raw SDK asyncio send loop, 8 in flight",
+                goal=">= 0.9", note="one reading per message; every reading stored (fsync per sensor tick) before "
+                                    "its send and deleted after its PUBACK")
+
+            backlog = [samples[i % len(samples)] for i in range(30_000)]
+            batched_rate, units = asyncio.run(_agent_batched(hub, work, backlog))
+            results["readings_delivered_per_s"] = figure(
+                batched_rate, "readings/s", baseline=raw_rate, baseline_name="raw SDK, one message per reading",
+                goal=">= 20", note="4 KB batches, 8 in flight, draining a 30,000-reading backlog")
+            per_10k = units * 10_000 / len(backlog)
+            results["billed_units_per_10k_readings"] = figure(
+                per_10k, "4 KB units", baseline=10_000, baseline_name="one message per reading",
+                goal="<= 300 units (ratio <= 0.03)", higher_is_better=False,
+                note="metered by the hub emulator as IoT Hub does (body + properties, 4 KB units)")
+
+            raw_lat = asyncio.run(_raw_latencies(hub, 200))
+            lat = asyncio.run(_agent_latencies(hub, work, samples[:150], rate_hz=30, delay_s=2.0))
+            results["latency_p50_s"] = figure(
+                _percentile(lat, 0.5), "s", baseline=statistics.median(raw_lat),
+                baseline_name="raw SDK send-to-hub, unbatched", higher_is_better=False,
+                goal="bounded by telemetry.batch_max_delay_s (2 s here)",
+                note="reading timestamp to hub arrival at 30 readings/s with default batching")
+            results["latency_p99_s"] = figure(
+                _percentile(lat, 0.99), "s", baseline=_percentile(raw_lat, 0.99),
+                baseline_name="raw SDK send-to-hub p99, unbatched", higher_is_better=False,
+                goal="<= batch_max_delay_s + one round trip")
+            lat_fast = asyncio.run(_agent_latencies(hub, work, samples[:150], rate_hz=30, delay_s=0.05))
+            results["latency_p50_s_delay_0.05"] = figure(
+                _percentile(lat_fast, 0.5), "s", baseline=statistics.median(raw_lat),
+                baseline_name="raw SDK send-to-hub, unbatched", higher_is_better=False,
+                note="same, with telemetry.batch_max_delay_s = 0.05")
+
+            raw_cold, raw_rss = _raw_process(hub, work)
+            idle = _agent_process(hub, work, "idle")
+            results["cold_start_to_first_message_s"] = figure(
+                idle["cold_start_s"], "s", baseline=raw_cold, baseline_name="minimal SDK script sending one message",
+                higher_is_better=False, note="process start to the first telemetry message stored by the hub")
+            results["rss_idle_mb"] = figure(idle["rss_mb"], "MB", baseline=raw_rss,
+                                            baseline_name="minimal SDK script, connected", higher_is_better=False,
+                                            goal="<= 45 MB")
+            drained = _agent_process(hub, work, "drain", backlog=100_000, samples=samples)
+            results["rss_after_100k_drain_mb"] = figure(
+                drained["rss_mb"], "MB", baseline=idle["rss_mb"], baseline_name="the same agent idle",
+                higher_is_better=False, goal="<= 45 MB and flat (ratio ~1)",
+                drained=drained.get("drained"), drain_s=round(drained.get("drain_s", float("nan")), 2),
+                exit_code=drained["exit_code"])
+        finally:
+            hub.close()
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
+    os._exit(0)
