@@ -16,6 +16,7 @@ rollback  state (slot bad) -> boot selector (a cut in between: the trial was one
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,17 @@ from firmware.source import HttpSource, open_source
 from firmware.state import ARMED, BAD, GOOD, INSTALLED, TRIAL, WRITING, SlotRecord, StateStore, UpdateState
 
 log = logging.getLogger(__name__)
+
+
+def _exclusive(method):
+    """Run an engine method under the update lock (see StateStore.locked)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.store.locked():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 HTTP_RETRIES = 5
 FAILED_BUNDLES_KEPT = 16
@@ -131,6 +143,7 @@ class UpdateEngine:
 
     # ---- boot-time reconciliation -------------------------------------------------------------------------
 
+    @_exclusive
     def boot(self) -> BootReport:
         """Reconcile the state file with what the boot loader started; call once per boot, before anything else.
 
@@ -194,6 +207,7 @@ class UpdateEngine:
 
     # ---- install ------------------------------------------------------------------------------------------
 
+    @_exclusive
     def install(self, location: str, *, reboot: bool = False, retry_failed: bool = False,
                 progress: Progress | None = None, delta: bool | None = None) -> InstallResult:
         """Verify and install a bundle from a file path or an http(s) URL into the inactive slot, then arm a
@@ -307,6 +321,7 @@ class UpdateEngine:
         if pending is not None and pending["phase"] == ARMED and info.trial and info.slot == pending["slot"]:
             pending["phase"] = TRIAL
 
+    @_exclusive
     def mark_good(self) -> None:
         """Commit the running trial slot: the boot loader first, then the state file."""
         info = self.backend.booted()
@@ -320,6 +335,7 @@ class UpdateEngine:
         self._finish_commit(state)
         self.store.save(state)
 
+    @_exclusive
     def rollback(self, reason: str = "rollback requested", *, reboot: bool = False) -> str:
         """Leave the trial slot (or, outside a trial, the running slot) for the previous good one.
 

@@ -8,7 +8,11 @@ state (see docs/updates.md, "state machine").
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,6 +91,37 @@ class StateStore:
         self.directory = Path(state_dir) / "update"
         self.path = self.directory / "state.json"
         self.storage = storage
+        self._lock_fd: int | None = None
+        self._depth = 0
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the update lock: one install / commit / rollback at a time across processes (agent and CLI).
+
+        Re-entrant within one engine. The kernel drops an flock when its holder dies, so a crash or power cut
+        never leaves a stale lock behind."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError("another update operation is running on this device (the agent or another "
+                             "`roost update`); wait for it to finish and try again") from None
+        self._lock_fd, self._depth = fd, 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+            self._lock_fd = None
+            os.close(fd)    # closing releases the flock
 
     def load(self) -> UpdateState:
         try:

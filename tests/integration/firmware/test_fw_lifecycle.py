@@ -220,3 +220,14 @@ def test_async_trial_for_the_agent_event_loop(rig):
     report = asyncio.run(engine.arun_trial(deadline=0))
     assert report.ok and set(report.results) == {"image-healthy", "hub-connected"}
     assert rig.engine().status()["last_result"]["result"] == "committed"
+
+
+def test_one_update_operation_at_a_time(rig):
+    holder = rig.engine()
+    with holder.store.locked():
+        with pytest.raises(StateError, match="another update operation is running"):
+            rig.engine().install(str(rig.bundle("2.0")))
+        with pytest.raises(StateError, match="another update operation is running"):
+            rig.engine().rollback()
+        assert rig.engine().status()["pending"] is None      # reading needs no lock
+    rig.engine().install(str(rig.bundle("2.0")))              # released on exit
