@@ -172,7 +172,7 @@ class BlobStore(_Database):
         rows = self._query("SELECT * FROM blobs WHERE container=? AND name=?", (container, name))
         return Blob(**dict(rows[0])) if rows else None
 
-    def path(self, blob: Blob) -> Path:
+    def blob_path(self, blob: Blob) -> Path:
         return self.data_dir / blob.file
 
     def list(self, container: str | None = None, prefix: str = "") -> list[Blob]:
@@ -377,7 +377,7 @@ class BlobServer:
         blob = self.store.get(container, name)
         if blob is None:
             raise BlobError(404, "BlobNotFound", f"blob {container}/{name} does not exist")
-        data = await asyncio.to_thread(self.store.path(blob).read_bytes)
+        data = await asyncio.to_thread(self.store.blob_path(blob).read_bytes)
         headers = {"ETag": blob.etag, "Content-MD5": blob.md5, "Content-Type": blob.content_type,
                    "x-ms-blob-type": "BlockBlob"}
         return _response(200, data, headers, True)

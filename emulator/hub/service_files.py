@@ -102,6 +102,6 @@ class FileUploads:
         prefix = f"{device_id}/" if device_id else ""
         blobs = [{"containerName": b.container, "blobName": b.name, "size": b.size, "contentMD5": b.md5,
                   "contentType": b.content_type, "etag": b.etag, "createdTime": iso(b.created),
-                  "path": str(self.store.path(b))}
+                  "path": str(self.store.blob_path(b))}
                  for b in self.store.list(CONTAINER, prefix)]
         return {"uploads": uploads, "blobs": blobs}
