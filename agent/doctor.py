@@ -331,10 +331,13 @@ def run_checks(config: Any, *, state_dir: Path | None = None, now: float | None 
     target, checks = find_target(config, state_dir)
     ident = config.identity
     if ident.method in ("symmetric", "x509", "tpm"):
-        dps_host, dps_port = _split_host(ident.provisioning_host, 8883)
+        # TPM attestation only exists in DPS's HTTPS API; the SDK's symmetric/X.509 registration uses MQTT.
+        tpm = ident.method == "tpm"
+        dps_host, dps_port = _split_host(ident.provisioning_host, 443 if tpm else 8883)
         checks.append(dns := check_dns(dps_host, "provisioning service"))
         if dns.status == PASS:
-            checks.append(check_port(dps_host, dps_port, "DPS over MQTT", ident.method != "tpm", timeout))
+            checks.append(check_port(dps_host, dps_port, "DPS over HTTPS" if tpm else "DPS over MQTT", True,
+                                     timeout))
     if target.host:
         what = "gateway" if target.via_gateway else "hub"
         checks.append(dns := check_dns(target.host, what))
