@@ -10,7 +10,6 @@ Every method ends in a HubCredentials carrying the hub (or gateway) to connect t
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -73,9 +72,7 @@ def _check_gateway(creds: HubCredentials, timeout: float) -> None:
 def _resolve_tpm(config: Any, state_dir: Path, force: bool) -> HubCredentials:
     from agent import tpm  # the TPM stack (tpm2-pytss) is loaded only by devices that use it
 
-    if "force" in inspect.signature(tpm.provision).parameters:
-        return tpm.provision(config, state_dir, force=force)
-    return tpm.provision(config, state_dir)
+    return tpm.provision(config, state_dir, force=force)
 
 
 def _resolve_connection_string(config: Any) -> HubCredentials:
