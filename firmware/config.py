@@ -9,6 +9,7 @@
     signature_threshold = 1         # distinct trusted keys that must sign a manifest
     min_security_version = 0        # floor before any bundle has been committed
     http_timeout = 30
+    verify_first = false            # true: hash the whole payload before writing a byte (second read)
     [update.slots]
     a = "/dev/mmcblk0p5"
     b = "/dev/mmcblk0p6"
@@ -48,6 +49,7 @@ class UpdateConfig:
     min_security_version: int = 0
     http_timeout: float = 30.0
     health_services: list[str] = field(default_factory=list)
+    verify_first: bool = False
 
     def __post_init__(self) -> None:
         if "a" not in self.slots or "b" not in self.slots:
@@ -76,7 +78,8 @@ class UpdateConfig:
             else:
                 slots[name] = Slot(name, Path(value))
         known = {"board", "slots", "state_dir", "keys_dir", "boot", "max_failed_trials", "trial_deadline",
-                 "signature_threshold", "min_security_version", "http_timeout", "health_services", "boot_options"}
+                 "signature_threshold", "min_security_version", "http_timeout", "health_services", "boot_options",
+                 "verify_first"}
         extra = set(table) - known
         if extra:
             raise ConfigError(f"unknown key(s) in [update]: {', '.join(sorted(extra))}")
@@ -93,7 +96,8 @@ class UpdateConfig:
                    signature_threshold=int(table.get("signature_threshold", 1)),
                    min_security_version=int(table.get("min_security_version", 0)),
                    http_timeout=float(table.get("http_timeout", 30)),
-                   health_services=list(table.get("health_services", [])))
+                   health_services=list(table.get("health_services", [])),
+                   verify_first=bool(table.get("verify_first", False)))
 
     @classmethod
     def load(cls, path: Path = DEFAULT_CONFIG) -> UpdateConfig:

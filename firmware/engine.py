@@ -30,7 +30,7 @@ from firmware.config import UpdateConfig
 from firmware.durable import Storage, WriteHook
 from firmware.errors import BootError, FirmwareError, PayloadError, PolicyError, StateError
 from firmware.health import HealthChecks, HealthReport
-from firmware.installer import InstallStats, Progress, write_payload
+from firmware.installer import InstallStats, Progress, verify_payload, write_payload
 from firmware.manifest import Manifest, format_time
 from firmware.source import HttpSource, open_source
 from firmware.state import ARMED, BAD, GOOD, INSTALLED, TRIAL, WRITING, SlotRecord, StateStore, UpdateState
@@ -209,10 +209,16 @@ class UpdateEngine:
 
     @_exclusive
     def install(self, location: str, *, reboot: bool = False, retry_failed: bool = False,
-                progress: Progress | None = None, delta: bool | None = None) -> InstallResult:
+                progress: Progress | None = None, delta: bool | None = None,
+                verify_first: bool | None = None) -> InstallResult:
         """Verify and install a bundle from a file path or an http(s) URL into the inactive slot, then arm a
         one-time trial boot of it (``reboot=True`` also reboots into it). Raises a FirmwareError subclass
-        with a message for the user; on any error the running slot and the boot selection are unchanged."""
+        with a message for the user; on any error the running slot and the boot selection are unchanged.
+
+        ``verify_first`` (default: the config's ``verify_first``) hashes the whole payload before writing
+        anything, so even a bundle tampered in its last byte leaves the inactive slot exactly as it was; the
+        write pass verifies every block again, so a file changed in between is still caught. It costs a second
+        read (a second download for URLs)."""
         info = self.backend.booted()
         state = self._load()
         self._promote_trial(state, info)
@@ -246,6 +252,10 @@ class UpdateEngine:
             if running.manifest_id == manifest_id and running.status == GOOD:
                 return InstallResult(info.slot, manifest.version, manifest_id, already_installed=True,
                                      bytes_read=source.bytes_read)
+            if self.config.verify_first if verify_first is None else verify_first:
+                if isinstance(source, HttpSource):
+                    source.limit(2 * expected + 2 * HTTP_RETRIES * manifest.block_size)
+                verify_payload(source, payload_offset, manifest)
 
             if state.pending is not None:   # an earlier install armed a trial that never ran: disarm it first
                 self.backend.set_primary(info.slot)

@@ -33,11 +33,13 @@ class InstallStats:
     bytes_written: int = 0
 
 
-def _tampered(index: int, manifest: Manifest) -> PayloadError:
+def _tampered(index: int, manifest: Manifest, written: bool = True) -> PayloadError:
     start = index * manifest.block_size
+    outcome = ("Nothing was written" if not written else
+               "The block was not written; the running slot and the boot selection are untouched")
     return PayloadError(f"block {index} (bytes {start}..{start + manifest.block_length(index) - 1} of the image) does "
                         "not match the signed manifest: the payload was tampered with, or a manifest was paired with "
-                        "another bundle's payload. The block was not written; the running slot is untouched")
+                        f"another bundle's payload. {outcome}")
 
 
 def _index_slot(path: Path, manifest: Manifest, limit: int, wanted: set[bytes]) -> dict[bytes, int]:
@@ -58,6 +60,21 @@ def _index_slot(path: Path, manifest: Manifest, limit: int, wanted: set[bytes]) 
     except OSError:
         return {}   # an unreadable active slot only costs download volume
     return index
+
+
+def verify_payload(source, payload_offset: int, manifest: Manifest) -> None:
+    """Hash every block of the payload against the manifest without writing anything (verify_first)."""
+    hasher = BlockHasher()
+    bs = manifest.block_size
+    index = 0
+    try:
+        for chunk in source.chunks(payload_offset, manifest.image_size, max(1, CHUNK // bs) * bs):
+            for digest in hasher.digests(chunk, bs):
+                if digest != manifest.digest(index):
+                    raise _tampered(index, manifest, written=False)
+                index += 1
+    finally:
+        hasher.close()
 
 
 def write_payload(source, payload_offset: int, manifest: Manifest, slot: Slot, storage: Storage, *,

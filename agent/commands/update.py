@@ -1,6 +1,6 @@
 """`roost update`: install a signed firmware bundle into the inactive slot and manage its trial boot.
 
-    roost update install FILE|URL [--reboot] [--retry-failed]   verify, write the inactive slot, arm a trial boot
+    roost update install FILE|URL [--reboot] [--verify-first]   verify, write the inactive slot, arm a trial boot
     roost update status [--json]                                 slots, boot selection, pending trial, last result
     roost update check [--no-reboot]                             after boot: reconcile, run health checks, commit
                                                                  or roll back (what the agent does at start-up)
@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     install.add_argument("--reboot", action="store_true", help="reboot into the trial boot when installed")
     install.add_argument("--retry-failed", action="store_true",
                          help="allow a bundle that already failed a trial boot on this device")
+    install.add_argument("--verify-first", action="store_true", default=None,
+                         help="verify the whole payload before writing any of it (reads it twice)")
     install.set_defaults(func=_install)
     status = sub.add_parser("status", help="show slots, boot selection and the last result")
     status.add_argument("--json", action="store_true")
@@ -70,7 +72,8 @@ def _run(args: argparse.Namespace, action) -> int:
 
 def _install(args: argparse.Namespace) -> int:
     def action(engine: UpdateEngine) -> int:
-        result = engine.install(args.source, reboot=args.reboot, retry_failed=args.retry_failed)
+        result = engine.install(args.source, reboot=args.reboot, retry_failed=args.retry_failed,
+                                verify_first=args.verify_first)
         if result.already_installed:
             print(f"{result.version} is already installed and committed in slot {result.slot}; nothing to do")
         else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,6 +58,9 @@ class Rig:
         slot_names = ("a", "b", "golden") if golden else ("a", "b")
         self.board = EmulatedBoard(self.tmp / "board", kind, {n: self.slot_paths[n] for n in slot_names})
         self.board.install_bootloader("a")
+        # lets `python -m emulator.board.boot reboot --dir ...` find this board: CLI tests never run a real reboot
+        (self.board.directory / "board.json").write_text(json.dumps(
+            {"kind": kind, "slots": {n: str(self.slot_paths[n]) for n in slot_names}}))
         self.config = UpdateConfig(board=BOARD, slots={n: Slot(n, self.slot_paths[n]) for n in slot_names},
                                    state_dir=self.tmp / "state", keys_dir=self.keys_dir, boot=kind,
                                    boot_options=self.board.backend_options(), max_failed_trials=max_failed_trials,
@@ -145,6 +150,9 @@ class Rig:
         lines += [f'{name} = {{ path = "{slot.path}", size = {slot.size} }}' if slot.size else f'{name} = "{slot.path}"'
                   for name, slot in self.config.slots.items()]
         lines += ["[update.boot]", f'backend = "{self.kind}"']
+        reboot = [sys.executable, "-m", "emulator.board.boot", "reboot", "--dir", str(self.board.directory)]
+        lines += [f"reboot_command = {json.dumps(reboot)}",
+                  f"trial_reboot_command = {json.dumps([*reboot, '--trial'])}"]
         for key, value in self.config.boot_options.items():
             if isinstance(value, dict):
                 lines.append(f"{key} = {{ {', '.join(f'{k} = {v}' for k, v in value.items())} }}")

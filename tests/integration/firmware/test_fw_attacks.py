@@ -235,3 +235,31 @@ def test_damaged_signature_area_is_a_format_error(tmp_path):
     bundle.write_bytes(bytes(data))
     with pytest.raises(BundleFormatError, match="signature area is damaged"):
         rig.engine().install(str(bundle))
+
+
+@pytest.mark.parametrize("name,build,error,code,words", CASES, ids=[c[0] for c in CASES])
+def test_verify_first_leaves_the_inactive_slot_exactly_as_it_was(tmp_path, capsys, name, build, error, code, words):
+    """With verify_first every attack, a tampered last byte included, is refused before any byte is written."""
+    rig = Rig(tmp_path, "rpi-tryboot")
+    bundle = build(rig)
+    before_b, selector = rig.slot_bytes("b"), rig.selector_files()
+    path = rig.config_file()
+    path.write_text(path.read_text().replace("[update]\n", "[update]\nverify_first = true\n", 1))
+    rc = main(["update", "--config", str(path), "install", str(bundle)])
+    err = capsys.readouterr().err
+    assert rc == code and words in err, err
+    assert rig.slot_bytes("b") == before_b
+    assert rig.selector_files() == selector
+    assert "b" not in rig.engine().status()["slots"]          # not even marked as being written
+
+
+def test_verify_first_still_installs_good_bundles(tmp_path, capsys):
+    rig = Rig(tmp_path, "uboot")
+    # --reboot runs the configured reboot command: the emulated board's ROM, which boots the trial
+    assert main(["update", "--config", str(rig.config_file()), "install", "--verify-first", "--reboot",
+                 str(rig.bundle("2.0"))]) == 0
+    assert "rebooting into its trial boot" in capsys.readouterr().out
+    assert rig.board.current_slot() == "b"
+    assert main(["update", "--config", str(rig.config_file()), "check"]) == 0
+    outcome, report = rig.settle()
+    assert (outcome.slot, outcome.image["version"], report.mode) == ("b", "2.0", "normal")

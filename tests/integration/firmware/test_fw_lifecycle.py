@@ -162,8 +162,9 @@ def test_configured_reboot_commands_drive_the_tryboot_flag(tmp_path, capsys):
     rig = Rig(tmp_path, "rpi-tryboot")
     path = rig.config_file()
     flag = rig.board.tryboot_flag
-    path.write_text(path.read_text() + f'reboot_command = ["true"]\n'
-                                       f'trial_reboot_command = ["sh", "-c", "echo 1 > {flag}"]\n')
+    text = "\n".join(line for line in path.read_text().splitlines()
+                     if not line.startswith(("reboot_command", "trial_reboot_command")))
+    path.write_text(text + f'\nreboot_command = ["true"]\ntrial_reboot_command = ["sh", "-c", "echo 1 > {flag}"]\n')
     assert main(["update", "--config", str(path), "install", "--reboot", str(rig.bundle("2.0"))]) == 0
     assert "rebooting into its trial boot" in capsys.readouterr().out
     assert flag.exists()
