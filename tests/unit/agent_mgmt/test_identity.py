@@ -32,13 +32,20 @@ def mode(path) -> int:
     (f"HostName=h;DeviceId=d;SharedAccessKey={KEY};Colour=red", "unknown field 'Colour'"),
     ("HostName=h;DeviceId=d;SharedAccessKey=not base64!", "not valid base64"),
     (f"HostName=h;SharedAccessKeyName=iothubowner;SharedAccessKey={KEY};DeviceId=d", "policy"),
-    ("HostName=h;DeviceId=d;garbage", "has no '='"),
+    ("HostName=h;DeviceId=d;garbage", "segment 3 is not Name=value"),
     (f"HostName=h;HostName=g;DeviceId=d;SharedAccessKey={KEY}", "repeats"),
 ])
 def test_bad_connection_strings_say_what_is_wrong(text, message):
     with pytest.raises(ConfigurationError, match=message) as info:
         parse_connection_string(text)
     assert "portal" in info.value.fix or "policy" in str(info.value)
+
+
+@pytest.mark.parametrize("stray", [KEY, KEY.rstrip("="), "Shared" + KEY])
+def test_a_key_without_its_name_is_not_repeated(stray):
+    with pytest.raises(ConfigurationError) as info:
+        parse_connection_string(f"HostName=h;DeviceId=d;{stray}")
+    assert KEY.rstrip("=")[:12] not in str(info.value)
 
 
 def test_connection_string_identity_with_gateway_and_trust(tmp_path):
