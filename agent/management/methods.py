@@ -28,6 +28,24 @@ log = logging.getLogger(__name__)
 Result = tuple[int, Any]
 KEEP_ON_FACTORY_RESET = ("firmware", "update", "updates", "slots")
 
+# The fields each method's payload may carry (docs/models/roost-device.json lists the same).
+PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {
+    "reboot": ("delay", "reason"),
+    "scheduleReboot": ("at", "cancel"),
+    "factoryReset": ("confirm",),
+    "identify": ("seconds",),
+    "getHealth": (),
+    "getDiagnostics": ("includeLogs",),
+    "setTelemetryInterval": ("interval", "sensor"),
+    "setTimeZone": ("timeZone",),
+    "getTimeStatus": (),
+    "listTrustedCertificates": (),
+    "addTrustedCertificate": ("pem",),
+    "removeTrustedCertificate": ("fingerprint", "force"),
+    "rotateDeviceKey": ("key",),
+    "reprovision": (),
+}
+
 
 class MethodError(Exception):
     """Ends a method with ``status`` and ``{"error": message, "fix": fix}``."""
@@ -41,9 +59,9 @@ class MethodError(Exception):
         return {"error": str(self), **({"fix": self.fix} if self.fix else {})}
 
 
-def _payload(payload: Any, method: str, allowed: tuple[str, ...]) -> dict:
+def _payload(payload: Any, method: str) -> dict:
     try:
-        return v.payload_object(payload, method, allowed)
+        return v.payload_object(payload, method, PAYLOAD_FIELDS[method])
     except v.BadInput as exc:
         raise MethodError(400, str(exc)) from None
 
@@ -107,7 +125,7 @@ class Methods:
 
     # -- power ---------------------------------------------------------------------------------------------
     async def reboot(self, payload: Any) -> Result:
-        p = _payload(payload, "reboot", ("delay", "reason"))
+        p = _payload(payload, "reboot")
         delay = _number(p, "delay", "reboot", 0, 86400, default=0)
         reason = p.get("reason", "reboot method")
         if not isinstance(reason, str) or len(reason) > 200:
@@ -116,7 +134,7 @@ class Methods:
         return 200, {"rebootIn": delay}
 
     async def schedule_reboot(self, payload: Any) -> Result:
-        p = _payload(payload, "scheduleReboot", ("at", "cancel"))
+        p = _payload(payload, "scheduleReboot")
         if p.get("cancel") is True and "at" not in p:
             return 200, {"cancelled": self.mgmt.schedule.cancel()}
         if "at" not in p:
@@ -141,7 +159,7 @@ class Methods:
         return 200, {"scheduledAt": dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat().replace("+00:00", "Z")}
 
     async def factory_reset(self, payload: Any) -> Result:
-        p = _payload(payload, "factoryReset", ("confirm",))
+        p = _payload(payload, "factoryReset")
         expected = self.mgmt.context.config.management.factory_reset_confirmation
         if "confirm" not in p:
             raise MethodError(400, "factoryReset needs 'confirm' with the device's confirmation token",
@@ -154,7 +172,7 @@ class Methods:
 
     # -- local hardware ------------------------------------------------------------------------------------
     async def identify(self, payload: Any) -> Result:
-        p = _payload(payload, "identify", ("seconds",))
+        p = _payload(payload, "identify")
         seconds = _number(p, "seconds", "identify", 1, 600, default=10)
         if not self.mgmt.led.available:
             raise MethodError(409, "this board has no status LED to blink",
@@ -163,12 +181,12 @@ class Methods:
         return 200, {"blinking": seconds, "pin": self.mgmt.led.pin_number}
 
     async def get_health(self, payload: Any) -> Result:
-        _payload(payload, "getHealth", ())
+        _payload(payload, "getHealth")
         sample, _ = self.mgmt.sample_health(evaluate=False)
         return 200, sample
 
     async def get_diagnostics(self, payload: Any) -> Result:
-        p = _payload(payload, "getDiagnostics", ("includeLogs",))
+        p = _payload(payload, "getDiagnostics")
         include_logs = p.get("includeLogs", True)
         if not isinstance(include_logs, bool):
             raise MethodError(400, "includeLogs must be true or false")
@@ -185,7 +203,7 @@ class Methods:
 
     # -- telemetry and time --------------------------------------------------------------------------------
     async def set_telemetry_interval(self, payload: Any) -> Result:
-        p = _payload(payload, "setTelemetryInterval", ("interval", "sensor"))
+        p = _payload(payload, "setTelemetryInterval")
         interval = _number(p, "interval", "setTelemetryInterval", 0.1, 86400)
         control = self.mgmt.context.sensors
         ids = list(control.sensor_ids())
@@ -203,7 +221,7 @@ class Methods:
     async def set_time_zone(self, payload: Any) -> Result:
         import zoneinfo
 
-        p = _payload(payload, "setTimeZone", ("timeZone",))
+        p = _payload(payload, "setTimeZone")
         try:
             zone = v.timezone_name(p.get("timeZone"), zoneinfo.available_timezones())
         except v.BadInput as exc:
@@ -215,7 +233,7 @@ class Methods:
         return 200, {"timeZone": zone}
 
     async def get_time_status(self, payload: Any) -> Result:
-        _payload(payload, "getTimeStatus", ())
+        _payload(payload, "getTimeStatus")
         try:
             status = await asyncio.to_thread(self.mgmt.system.time_status)
         except SystemActionError as exc:
@@ -229,13 +247,13 @@ class Methods:
 
     # -- trust and identity --------------------------------------------------------------------------------
     async def list_trusted_certificates(self, payload: Any) -> Result:
-        _payload(payload, "listTrustedCertificates", ())
+        _payload(payload, "listTrustedCertificates")
         return 200, {"certificates": [a.summary() for a in self.mgmt.trust.anchors()]}
 
     async def add_trusted_certificate(self, payload: Any) -> Result:
         from agent.identity.errors import TrustError
 
-        p = _payload(payload, "addTrustedCertificate", ("pem",))
+        p = _payload(payload, "addTrustedCertificate")
         if "pem" not in p:
             raise MethodError(400, "addTrustedCertificate needs 'pem' with the CA certificate in PEM form")
         try:
@@ -248,7 +266,7 @@ class Methods:
     async def remove_trusted_certificate(self, payload: Any) -> Result:
         from agent.identity.errors import TrustError
 
-        p = _payload(payload, "removeTrustedCertificate", ("fingerprint", "force"))
+        p = _payload(payload, "removeTrustedCertificate")
         fingerprint = p.get("fingerprint")
         if not isinstance(fingerprint, str) or not fingerprint:
             raise MethodError(400, "removeTrustedCertificate needs 'fingerprint' (SHA-256, hex)")
@@ -277,7 +295,7 @@ class Methods:
                      "certificates": [a.summary() for a in self.mgmt.trust.anchors()]}
 
     async def rotate_device_key(self, payload: Any) -> Result:
-        p = _payload(payload, "rotateDeviceKey", ("key",))
+        p = _payload(payload, "rotateDeviceKey")
         method = self.mgmt.context.config.identity.method
         if method == "tpm":
             if p:
@@ -300,7 +318,7 @@ class Methods:
         return 200, {"rotated": True, "method": "symmetric"}
 
     async def reprovision(self, payload: Any) -> Result:
-        _payload(payload, "reprovision", ())
+        _payload(payload, "reprovision")
         self.mgmt.context.request_reprovision("reprovision method")
         return 202, {"reprovisioning": True}
 

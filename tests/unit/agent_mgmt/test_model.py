@@ -79,3 +79,11 @@ def test_docs_list_every_method_and_property(make_mgmt):
     mgmt, _ = make_mgmt()
     for name in [*mgmt.methods.table, *WRITABLE, *METRICS]:
         assert f"`{name}`" in docs, f"docs/management.md does not document {name}"
+
+
+def test_command_requests_match_the_payload_fields():
+    from agent.management.methods import PAYLOAD_FIELDS
+
+    for name, command in contents("Command").items():
+        fields = {f["name"] for f in command["request"]["schema"]["fields"]} if "request" in command else set()
+        assert fields == set(PAYLOAD_FIELDS[name]), name
