@@ -17,6 +17,7 @@ from pathlib import Path
 
 from firmware.errors import BundleFormatError, DownloadError
 
+MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 
@@ -89,6 +90,7 @@ class HttpSource:
         import urllib.parse
 
         self._http = http.client
+        self._urllib = urllib.parse
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DownloadError(f"{url!r} is not an http(s) URL")
@@ -116,13 +118,27 @@ class HttpSource:
         return self._http.HTTPConnection(host, port, timeout=self.timeout)
 
     def _open(self, start: int, end: int):
-        path = self._parts.path or "/"
-        if self._parts.query:
-            path += "?" + self._parts.query
-        conn = self._connect()
-        self.requests += 1
-        conn.request("GET", path, headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
-        resp = conn.getresponse()
+        for _ in range(MAX_REDIRECTS + 1):
+            path = self._parts.path or "/"
+            if self._parts.query:
+                path += "?" + self._parts.query
+            conn = self._connect()
+            self.requests += 1
+            conn.request("GET", path, headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+            resp = conn.getresponse()
+            if resp.status not in (301, 302, 303, 307, 308):
+                break
+            # storage services hand out redirects to signed URLs; follow them, but never from https to http
+            target = self._urllib.urljoin(self._parts.geturl(), resp.getheader("Location", ""))
+            conn.close()
+            parts = self._urllib.urlsplit(target)
+            if parts.scheme not in ("http", "https") or not parts.hostname or \
+                    (self._parts.scheme == "https" and parts.scheme != "https"):
+                raise DownloadError(f"{self.location}: refusing redirect to {target!r}")
+            self._parts = parts
+        else:
+            conn.close()
+            raise DownloadError(f"{self.location}: more than {MAX_REDIRECTS} redirects")
         if resp.status == 416:
             conn.close()
             raise BundleFormatError(f"{self.location} is shorter than {start + 1} bytes (truncated bundle)")

@@ -19,6 +19,7 @@ class RangeServer:
         self.send_extra = 0                    # append this many bytes beyond the requested range
         self.stall = 0.0                       # sleep before the body
         self.endless = False                   # 200 without length, bytes forever
+        self.redirects: dict[str, str] = {}    # path -> Location
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,6 +30,12 @@ class RangeServer:
 
             def do_GET(self) -> None:
                 outer.requests.append(self.headers.get("Range", ""))
+                if self.path in outer.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if outer.endless:
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes 0-{10**12}/*")

@@ -127,3 +127,17 @@ def test_missing_bundle_is_a_clear_error(rig, server):
 def test_non_http_url_is_refused(rig):
     with pytest.raises(DownloadError, match="unsupported location"):
         rig.engine().install("ftp://example.invalid/x.roostb")
+
+
+def test_redirects_are_followed(rig, server):
+    bundle = rig.bundle("2.0")
+    server.redirects = {"/latest.roostb": f"/{bundle.name}", "/loop": "/loop"}
+    assert rig.engine(http_options=FAST).install(server.url("latest.roostb")).slot == "b"
+    with pytest.raises(DownloadError, match="more than 5 redirects"):
+        HttpSource(server.url("loop"), **FAST).read_at(0, 16)
+
+
+def test_redirect_to_another_scheme_is_refused(rig, server):
+    server.redirects = {"/x": "ftp://example.invalid/x"}
+    with pytest.raises(DownloadError, match="refusing redirect"):
+        HttpSource(server.url("x"), **FAST).read_at(0, 16)
