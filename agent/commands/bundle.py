@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
     create.add_argument("--golden", action="store_true", help="a golden (recovery) image for the golden slot")
     create.add_argument("--description", default="")
     create.add_argument("--key", action="append", default=[], type=Path, help="private key to sign with (repeatable)")
-    create.set_defaults(func=_create)
+    create.set_defaults(func=_guarded(_create))
 
     sign = sub.add_parser("sign", help="sign a bundle, or a manifest on another machine")
     sign.add_argument("bundle", nargs="?", type=Path)
@@ -52,26 +52,38 @@ def register(subparsers: Any) -> None:
     sign.add_argument("--manifest", type=Path, help="sign this exported manifest instead of a bundle")
     sign.add_argument("--signature", action="append", default=[], type=Path, help="attach a detached signature")
     sign.add_argument("-o", "--output", type=Path, help="where --manifest writes the detached signature")
-    sign.set_defaults(func=_sign)
+    sign.set_defaults(func=_guarded(_sign))
 
     verify = sub.add_parser("verify", help="check signatures, policy and every block of a bundle")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--keys", type=Path, default=Path("/etc/roost/keys"), help="trusted key directory")
     verify.add_argument("--threshold", type=int, default=1, help="distinct trusted signatures required")
     verify.add_argument("--board", help="also check that the bundle is compatible with this board")
-    verify.set_defaults(func=_verify)
+    verify.set_defaults(func=_guarded(_verify))
 
     inspect = sub.add_parser("inspect", help="show a bundle's manifest and signatures (does not verify)")
     inspect.add_argument("bundle", type=Path)
     inspect.add_argument("--json", action="store_true")
     inspect.add_argument("--manifest-out", type=Path, help="write the exact signed manifest bytes here")
-    inspect.set_defaults(func=_inspect)
+    inspect.set_defaults(func=_guarded(_inspect))
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
 def _fail(exc: FirmwareError) -> int:
     print(f"roost bundle: error: {exc}", file=sys.stderr)
     return exc.exit_code
+
+
+def _guarded(command):
+    """File system errors (unwritable output, unreadable image) become a message, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            return _fail(FirmwareError(f"{exc.filename or ''}: {exc.strerror or exc}"))
+
+    return run
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -68,6 +68,13 @@ def _run(args: argparse.Namespace, action) -> int:
     except FirmwareError as exc:
         print(f"roost update: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PermissionError as exc:
+        print(f"roost update: error: {exc.filename}: permission denied; run as root (or as the user that owns "
+              "the update state and the slots)", file=sys.stderr)
+        return 13
+    except OSError as exc:
+        print(f"roost update: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -124,3 +124,19 @@ def test_update_config_errors(work, capsys):
     (work / "typo.toml").write_text('[update]\nboard = "rpi-4b"\nbaord = 1\n[update.slots]\na = "x"\nb = "y"\n')
     rc, _, err = roost(capsys, "update", "--config", "typo.toml", "status")
     assert rc == 2 and "baord" in err
+
+
+def test_file_system_errors_are_messages(work, capsys):
+    rc, _, err = roost(capsys, "bundle", "create", "os.img", "-o", "no/such/dir/os.roostb", "--version", "1",
+                       "--compatible", "rpi-4b", "--security-version", "1")
+    assert rc == 1 and "No such file or directory" in err and "Traceback" not in err
+    (work / "state-is-a-file").write_text("")
+    for name in ("a", "b"):
+        (work / f"{name}.img").write_bytes(b"\0" * 4096)
+    (work / "dt").mkdir()
+    (work / "cfg.toml").write_text(
+        '[update]\nboard = "rpi-4b"\nstate_dir = "state-is-a-file"\n[update.slots]\na = "a.img"\nb = "b.img"\n'
+        '[update.boot]\nbackend = "emulated"\ndirectory = "dt"\n')
+    (work / "dt" / "booted.json").write_text('{"slot": "a", "trial": false}')
+    rc, _, err = roost(capsys, "update", "--config", "cfg.toml", "status")
+    assert rc == 1 and "Not a directory" in err, err
