@@ -416,7 +416,17 @@ class UpdateEngine:
             primary = self.backend.primary()
         except BootError as exc:
             primary = f"unknown ({exc})"
+        pending = state.pending
+        if info.slot == "golden":
+            mode = GOLDEN
+        elif pending is not None and info.trial and info.slot == pending["slot"]:
+            mode = TRIAL_MODE
+        elif pending is not None:
+            mode = ARMED_MODE
+        else:
+            mode = NORMAL if state.slot(info.slot).status == GOOD else RECOVERY
         return {
+            "mode": mode,
             "board": self.config.board,
             "boot_backend": self.backend.name,
             "booted_slot": info.slot,

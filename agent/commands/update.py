@@ -98,7 +98,7 @@ def _status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(status, indent=1))
             return 0
-        print(f"board {status['board']}, boot backend {status['boot_backend']}")
+        print(f"mode {status['mode']}, board {status['board']}, boot backend {status['boot_backend']}")
         print(f"booted slot {status['booted_slot']}{' (trial boot)' if status['trial_boot'] else ''}, "
               f"primary slot {status['primary_slot']}, security version floor {status['security_version_floor']}")
         for name, rec in status["slots"].items():

@@ -31,7 +31,7 @@ def test_healthy_update_is_committed(rig):
     assert (outcome.slot, outcome.image["version"]) == ("b", "2.0")
     assert report.mode == "normal"
     status = rig.engine().status()
-    assert status["booted_slot"] == "b" and status["primary_slot"] == "b"
+    assert status["booted_slot"] == "b" and status["primary_slot"] == "b" and status["mode"] == "normal"
     assert status["slots"]["b"]["status"] == GOOD and status["security_version_floor"] == 3
     assert status["last_result"]["result"] == "committed"
     # later boots stay on the new slot
@@ -79,6 +79,7 @@ def test_repeated_failures_end_in_golden_image_which_accepts_a_good_bundle(rig):
         outcome, report = rig.settle()
     assert outcome.slot == "golden" and report.mode == "golden"
     assert state_of(rig)["failed_trials"] == 3
+    assert rig.engine().status()["mode"] == "golden"
     # the golden image reports and waits; a good bundle brings the device back to slot a
     result = rig.engine().install(str(rig.bundle("3.0")), reboot=True)
     assert result.slot == "a"
@@ -114,7 +115,7 @@ def test_boot_is_idempotent_while_armed(rig):
     rig.engine().install(str(rig.bundle("2.0")))          # armed, not rebooted yet
     first = rig.engine().boot()
     second = rig.engine().boot()
-    assert first.mode == second.mode == "armed"
+    assert first.mode == second.mode == rig.engine().status()["mode"] == "armed"
     assert state_of(rig)["pending"]["phase"] == "armed"
 
 
