@@ -193,14 +193,19 @@ def _ignore_errors(call, *args) -> None:
 def test_fault_refuse_fails_the_next_connect(rig):
     cli(rig, "devices", "create", "dev1")
     cli(rig, "fault", "refuse", "--device", "dev1", "--count", "1")
-    client = _client(rig)
+    refused = _client(rig)
     try:
         with pytest.raises(sdk_errors.ConnectionFailedError):
-            client.connect()
-        client.connect()     # the one refusal is used up
+            refused.connect()
+    finally:
+        refused.shutdown()
+    # A fresh client: the refused one's paho may still be processing the server's close of that attempt.
+    accepted = _client(rig)
+    try:
+        accepted.connect()     # the one refusal is used up
         assert "dev1" in rig.hub.connected_devices()
     finally:
-        client.shutdown()
+        accepted.shutdown()
 
 
 def test_enrollments_and_files_commands(rig):
