@@ -106,6 +106,16 @@ def _verdict(outcome: object) -> tuple[bool, str]:
     return bool(outcome), ""
 
 
+def connected_probe(uplink: object, what: str = "IoT Hub") -> Probe:
+    """A probe that passes while ``uplink.connected`` is true (the agent's hub connection)."""
+
+    def probe() -> ProbeResult:
+        connected = bool(getattr(uplink, "connected", False))
+        return (connected, "" if connected else f"not connected to {what}")
+
+    return probe
+
+
 def services_probe(units: Sequence[str], systemctl: Sequence[str] = ("systemctl",)) -> Probe:
     """A probe that passes when every systemd unit in ``units`` is active."""
 

@@ -76,3 +76,16 @@ def test_async_probes_in_the_event_loop():
     # the synchronous runner cannot await: it says so instead of passing silently
     sync_report = checks.run_once()
     assert not sync_report.ok and "arun()" in sync_report.results["hub"][1]
+
+
+def test_connected_probe_follows_the_uplink():
+    from firmware.health import connected_probe
+
+    class Uplink:
+        connected = False
+
+    uplink = Uplink()
+    probe = connected_probe(uplink)
+    assert probe() == (False, "not connected to IoT Hub")
+    uplink.connected = True
+    assert probe() == (True, "")
