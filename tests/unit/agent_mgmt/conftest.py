@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import FakeContext, make_config
+from mgmt_fakes import FakeContext, make_config
 
 from agent.management import Management
 from agent.management.health import SystemProbe

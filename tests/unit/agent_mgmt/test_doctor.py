@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from tls_server import HandshakeServer
+from mgmt_tls_server import HandshakeServer
 
 from agent import doctor
 from agent.cli import main

@@ -10,7 +10,7 @@ import os
 import stat
 
 import pytest
-from fakes import make_config
+from mgmt_fakes import make_config
 
 from agent.identity import ConfigurationError, TrustError, resolve
 from agent.identity import assignment as cache

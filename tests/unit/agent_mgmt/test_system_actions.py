@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fakes import make_config
+from mgmt_fakes import make_config
 
 from agent.management.system_actions import SystemActionError, SystemActions, parse_key_values
 

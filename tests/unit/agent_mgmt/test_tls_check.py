@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tls_server import HandshakeServer
+from mgmt_tls_server import HandshakeServer
 
 from agent.identity import describe_connect_failure
 from agent.identity.credentials import HubCredentials
