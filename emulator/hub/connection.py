@@ -102,12 +102,19 @@ class MqttConnection:
             if callback is not None:
                 callback()
 
-    def close(self, reason: str) -> None:
-        """Close the connection (idempotent); ``reason`` is kept for logs and tests."""
-        if self.closed.is_set():
-            return
-        self.close_reason = reason
-        self.closed.set()
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close the connection (idempotent); ``reason`` is kept for logs and tests.
+
+        The reader is ended at once, so the session's read loop finishes now rather than when TLS has
+        exchanged close_notify with a peer that may never answer; ``abort`` also drops unsent data.
+        """
+        if not self.closed.is_set():
+            self.close_reason = reason
+            self.closed.set()
+            log.info("connection %s closed: %s", self.peer, reason)
         with contextlib.suppress(Exception):
             self.writer.close()
-        log.info("connection %s closed: %s", self.peer, reason)
+        self.reader.feed_eof()
+        if abort:
+            with contextlib.suppress(Exception):
+                self.writer.transport.abort()

@@ -158,4 +158,5 @@ async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(reader, writer, handler)
 
-    return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES)
+    return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES,
+                                      ssl_shutdown_timeout=2.0)

@@ -146,8 +146,8 @@ class DeviceSession:
     def wants(self, topic: str) -> bool:
         return any(topic_matches(f, topic) for f in self.subscriptions)
 
-    def close(self, reason: str) -> None:
-        self.conn.close(reason)
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        self.conn.close(reason, abort=abort)
 
     async def reply(self, topic: str, payload: bytes = b"", qos: int = 0) -> None:
         """Send to the device after any injected delay (ignored when the device did not subscribe)."""
@@ -276,6 +276,7 @@ class Hub:
         self.faults = Faults(_hub=self)
         self.trusted_cas = list(trusted_cas or [])
         self.sessions: dict[str, DeviceSession] = {}
+        self.closed_reasons: dict[str, str] = {}   # device id -> why its last connection ended (diagnostics)
         self.router = TopicRouter()
         self.router.add("devices/", self._on_device_topic)
         self.router.add("$iothub/twin/", self._on_twin)
@@ -386,6 +387,10 @@ class Hub:
         return f"device authentication type {auth_type!r} does not accept certificates"
 
     def _session_ended(self, session: DeviceSession) -> None:
+        self.closed_reasons.pop(session.device_id, None)
+        self.closed_reasons[session.device_id] = session.conn.close_reason
+        if len(self.closed_reasons) > 10_000:
+            del self.closed_reasons[next(iter(self.closed_reasons))]
         if self.sessions.get(session.device_id) is session:
             del self.sessions[session.device_id]
             self.state.release_all_c2d(session.device_id)
@@ -405,7 +410,7 @@ class Hub:
     async def close_all(self, reason: str) -> None:
         sessions = list(self.sessions.values())
         for session in sessions:
-            session.close(reason)
+            session.close(reason, abort=True)
         await asyncio.gather(*(s.finished.wait() for s in sessions))
 
     # telemetry

@@ -36,7 +36,9 @@ T = TypeVar("T")
 MQTT_PORT = 8883
 DEFAULT_ID_SCOPE = "0ne00000001"
 CONNECT_TIMEOUT_S = 10.0
-_PACKET_OVERHEAD = 70_000  # topic (at most 65535 bytes) and header around a maximal message
+_PACKET_OVERHEAD = 70_000
+# How long a closing TLS connection waits for the peer's close_notify (asyncio's default is 30 s).
+_TLS_SHUTDOWN_TIMEOUT_S = 2.0  # topic (at most 65535 bytes) and header around a maximal message
 
 
 def default_state_dir() -> Path:
@@ -93,7 +95,7 @@ class Emulator:
         self.dps: Dps | None = None
         self._listeners: list[_Listener] = []
         self._https: asyncio.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, MqttConnection] = {}
         self.started = False
 
     @property
@@ -146,7 +148,8 @@ class Emulator:
                     context = server_context(str(gateway_cert.chain_path), str(gateway_cert.key_path))
                 lst.server = await asyncio.start_server(
                     lambda r, w, listener=lst: self._on_connection(r, w, listener, max_packet),
-                    lst.address, cfg.mqtt_port, ssl=context, reuse_address=True)
+                    lst.address, cfg.mqtt_port, ssl=context, reuse_address=True,
+                    ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT_S)
             dps_address = cfg.dps_address or cfg.address
             self._https = await http.start_server(DpsHttpApi(self.dps), dps_address, cfg.dps_https_port,
                                                   server_context(str(server_cert.chain_path),
@@ -209,7 +212,8 @@ class Emulator:
             self._https.close()
         for hub in self.hubs.values():
             await hub.close_all("emulator stopping")
-        for task in list(self._connections):
+        for task, conn in list(self._connections.items()):
+            conn.close("emulator stopping", abort=True)
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         for lst in self._listeners:
@@ -226,8 +230,8 @@ class Emulator:
                              listener: _Listener, max_packet: int) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         conn = MqttConnection(reader, writer, max_packet)
+        self._connections[task] = conn
         try:
             await self._dispatch(conn, listener)
         except ConnectionClosed as exc:
@@ -237,7 +241,7 @@ class Emulator:
             conn.close("internal error")
         finally:
             conn.close(conn.close_reason or "done")
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
     async def _dispatch(self, conn: MqttConnection, listener: _Listener) -> None:
         try:
