@@ -112,3 +112,21 @@ def test_file_upload_needs_the_device_credentials(upload_rig):
     assert response.status_code == 401
     assert response.json()["Message"].startswith("ErrorCode:IotHubUnauthorizedAccess;")
     assert upload_rig.request("GET", "/roost/files").json()["uploads"] == []
+
+
+def test_x509_device_gets_storage_info_with_its_certificate(upload_rig):
+    from azure.iot.device import X509
+
+    issued = upload_rig.emu.emulator.pki.device("cam-x509", self_signed=True)
+    upload_rig.hub.state.create_device("cam-x509", auth_type="selfSigned", primary_thumbprint=issued.thumbprint)
+    client = IoTHubDeviceClient.create_from_x509_certificate(
+        X509(str(issued.cert_path), str(issued.key_path)), upload_rig.hub.hostname, "cam-x509",
+        server_verification_cert=upload_rig.ca_pem, connection_retry=False)
+    try:
+        info = client.get_storage_info_for_blob("snapshot.jpg")
+        assert info["blobName"] == "cam-x509/snapshot.jpg"
+        client.notify_blob_upload_status(info["correlationId"], False, 499, "camera busy")
+    finally:
+        client.shutdown()
+    [upload] = upload_rig.request("GET", "/roost/files", params={"device": "cam-x509"}).json()["uploads"]
+    assert (upload["state"], upload["statusCode"]) == ("failed", 499)
