@@ -132,9 +132,12 @@ async def start_service(emulator: Any, args: argparse.Namespace) -> Any:
     from emulator.hub.service_api import ServiceApi, ServiceOptions
 
     options = ServiceOptions(port=args.service_port, blob_port=None if args.no_file_upload else args.blob_port)
-    service = ServiceApi(emulator, options)
     try:
+        service = ServiceApi(emulator, options)
         await service.start()
+    except ValueError as exc:
+        print(f"roost-sim hub serve: {exc}", file=sys.stderr)
+        return None
     except OSError as exc:
         print(f"roost-sim hub serve: the service API cannot listen: {exc}\n"
               "  Pick another --service-port (or --blob-port).", file=sys.stderr)

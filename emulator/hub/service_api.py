@@ -60,7 +60,15 @@ from emulator.hub.service_documents import (
 from emulator.hub.service_errors import ServiceError, error_response
 from emulator.hub.service_files import FileUploads
 from emulator.hub.service_query import parse_query
-from emulator.hub.state import Conflict, InvalidInput, NotFound, PreconditionFailed, QuotaExceeded, StateError
+from emulator.hub.state import (
+    AUTH_SAS,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    QuotaExceeded,
+    StateError,
+)
 from emulator.hub.tls import server_context
 from emulator.pki import write_secret
 
@@ -260,6 +268,9 @@ class ServiceApi:
         except HubError as exc:
             names = {404: "DeviceNotOnline", 504: "GatewayTimeout", 502: "BadGateway"}
             return error_response(exc.status, exc.message, names.get(exc.status))
+        except Exception as exc:   # a bug must answer 500 in IoT Hub's shape and keep the server running
+            log.exception("service API: %s %s failed", request.method, request.path)
+            return error_response(500, f"internal error ({type(exc).__name__}); the emulator's log has details")
 
     async def _dispatch(self, served: _Served, request: Request) -> Response:
         parts = [p for p in request.path.split("/") if p]
@@ -346,7 +357,7 @@ class ServiceApi:
         if etag is None:
             keys = {k: changes.pop(k) for k in list(changes) if k in ("primary_key", "secondary_key",
                                                                       "primary_thumbprint", "secondary_thumbprint")}
-            device = state.create_device(device_id, auth_type=changes.pop("auth_type"),
+            device = state.create_device(device_id, auth_type=changes.pop("auth_type", AUTH_SAS),
                                          status=changes.pop("status", "enabled"),
                                          status_reason=changes.pop("status_reason", ""),
                                          iot_edge=changes.pop("iot_edge", False), **keys)

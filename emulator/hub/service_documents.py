@@ -102,7 +102,9 @@ def device_changes(body: Any, device_id: str) -> dict[str, Any]:
         raise ServiceError(400, "capabilities must be an object like {\"iotEdge\": false}", "ArgumentInvalid")
     if capabilities.get("iotEdge") is not None:
         changes["iot_edge"] = bool(capabilities["iotEdge"])
-    auth = body.get("authentication") or {}
+    auth = body.get("authentication")
+    if auth is None:
+        return changes       # an update without authentication keeps the device's credentials
     if not isinstance(auth, dict):
         raise ServiceError(400, "authentication must be an object like {\"type\": \"sas\"}", "ArgumentInvalid")
     kind = str(auth.get("type") or "sas")

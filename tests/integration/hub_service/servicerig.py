@@ -21,8 +21,8 @@ class Rig:
         options.setdefault("device_port", None)
         self.emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=address,
                                                  dps_https_port=0)).start()
-        self.service = ServiceApi(self.emu.emulator, ServiceOptions(**options))
         try:
+            self.service = ServiceApi(self.emu.emulator, ServiceOptions(**options))
             self.emu.call(self.service.start())
         except BaseException:
             self.emu.stop()

@@ -288,3 +288,20 @@ def test_policy_keys_persist_across_restarts(tmp_path, loopback_address):
         assert second.service.policies["iothubowner"].primary_key == key
     finally:
         second.stop()
+
+
+def test_updating_status_keeps_an_x509_devices_credentials(rig):
+    thumbprint = "AB" * 20
+    rig.request("PUT", "/devices/cam", body={"authentication": {"type": "selfSigned",
+                                                                  "x509Thumbprint": {"primaryThumbprint": thumbprint}}})
+    updated = rig.request("PUT", "/devices/cam", body={"status": "disabled"}, headers={"If-Match": "*"}).json()
+    assert updated["authentication"]["type"] == "selfSigned"
+    assert updated["authentication"]["x509Thumbprint"]["primaryThumbprint"] == thumbprint
+
+
+def test_a_corrupt_policy_file_is_reported_with_its_fix(tmp_path, loopback_address):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "service-policies.json").write_text("{not json")
+    with pytest.raises(ValueError, match="delete it to generate new service keys"):
+        servicerig.Rig(tmp_path, loopback_address)
+    assert (tmp_path / "state" / "service-policies.json").read_text() == "{not json"
