@@ -267,3 +267,28 @@ def test_a_wrong_connection_string_is_refused_with_401(rig):
     wrong = f"{host};SharedAccessKeyName=iothubowner;SharedAccessKey={'B' * 43}="
     result = cli(rig, "devices", "list", "--connection-string", wrong, check=False)
     assert result.returncode == 1 and "401" in result.stderr and "signature" in result.stderr
+
+
+def test_serve_prints_the_iothubowner_connection_string_and_the_cli_uses_it(tmp_path, loopback_address):
+    state_dir = tmp_path / "served"
+    env = {k: v for k, v in os.environ.items() if k != "ROOST_HUB_CONNECTION_STRING"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "hub", "serve", "--address", loopback_address, "--dps-https-port", "0",
+         "--service-port", "0", "--json", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        info = json.loads(server.stdout.readline())
+        service = info["service"]
+        assert service["connectionString"].startswith(f"HostName={loopback_address}:")
+        assert "SharedAccessKeyName=iothubowner;SharedAccessKey=" in service["connectionString"]
+        created = subprocess.run(
+            [sys.executable, "-m", "emulator.cli", "hub", "devices", "create", "dev1", "--json",
+             "--connection-string", service["connectionString"], "--ca-file", info["root_ca"],
+             "--state-dir", str(tmp_path / "elsewhere")],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)["deviceId"] == "dev1"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    assert server.returncode == 0
