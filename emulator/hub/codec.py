@@ -222,7 +222,7 @@ def decode(first_byte: int, body: bytes) -> Packet:
         while cur.remaining():
             topic = cur.text("topic filter")
             qos = cur.u8("requested QoS")
-            if qos & 0xFC:
+            if qos > 2:  # MQTT-3-8.3-4: reserved bits zero, QoS 3 does not exist
                 raise MalformedPacket(f"requested QoS byte {qos:#04x} is invalid (0, 1 or 2)")
             _check_filter(topic)
             topics.append((topic, qos))

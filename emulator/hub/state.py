@@ -370,7 +370,7 @@ class HubState(_Database):
                            "c.state!='done') AS c2d_queued FROM devices d ORDER BY device_id")
         return [_device(r) for r in rows]
 
-    def update_device(self, device_id: str, *, etag: str | None = None, **changes: Any) -> Device:
+    def update_device(self, device_id: str, /, *, etag: str | None = None, **changes: Any) -> Device:
         """Change registry fields (status, status_reason, keys, thumbprints, auth_type, iot_edge).
 
         ``etag`` (if given and not ``*``) must match the current one, as IoT Hub's If-Match does.
@@ -537,13 +537,14 @@ class HubState(_Database):
         now = self.clock()
         with self._tx() as db:
             self._expire_c2d(db, device_id, now)
-            row = db.execute("SELECT * FROM c2d WHERE device_id=? AND state='queued' ORDER BY seq LIMIT 1",
-                             (device_id,)).fetchone()
-            if not row:
-                return None
-            if row["delivery_count"] >= C2D_MAX_DELIVERIES:
+            while True:
+                row = db.execute("SELECT * FROM c2d WHERE device_id=? AND state='queued' ORDER BY seq LIMIT 1",
+                                 (device_id,)).fetchone()
+                if not row:
+                    return None
+                if row["delivery_count"] < C2D_MAX_DELIVERIES:
+                    break
                 self._finish_c2d(db, row, "DeliveryCountExceeded", "delivery count exceeded", "negative")
-                return self.next_c2d(device_id)
             token = uuid.uuid4().hex
             db.execute("UPDATE c2d SET state='inflight', delivery_count=delivery_count+1, lock_token=? "
                        "WHERE seq=?", (token, row["seq"]))
