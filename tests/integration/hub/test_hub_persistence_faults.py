@@ -35,7 +35,7 @@ def test_restart_keeps_registry_twins_enrollments_c2d_and_sessions(tmp_path, loo
     root = emu.emulator.pki.root().pem
     emu.stop()
 
-    emu = hubrig.start(tmp_path, hubrig.unique_loopback())
+    emu = hubrig.start(tmp_path, loopback_address)  # the hub is named by its address: same name, same state
     try:
         hub = emu.emulator.hub
         assert hub.state.get_device("keeper").primary_key == device.primary_key
