@@ -139,6 +139,8 @@ class ServiceApi:
     async def start(self) -> None:
         emulator = self.emulator
         cert = emulator.pki.load("server")
+        if not emulator.started or cert is None:
+            raise RuntimeError("start the emulator before its service API (await emulator.start())")
         context = server_context(str(cert.chain_path), str(cert.key_path))
         config = emulator.config
         primary = config.hub_hostname or config.address
