@@ -36,6 +36,7 @@ from emulator.hub.state import (
     Twin,
     normalize_thumbprint,
 )
+from emulator.pki import thumbprint
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +375,7 @@ class Hub:
             if problem:
                 return problem
             wanted = {normalize_thumbprint(t) for t in thumbprints if t}
-            if {tls_thumb(leaf, "sha1"), tls_thumb(leaf, "sha256")} & wanted:
+            if {thumbprint(leaf, "sha1"), thumbprint(leaf, "sha256")} & wanted:
                 return None
             return "certificate thumbprint is not registered for this device"
         if auth_type == AUTH_CA:
@@ -547,8 +548,3 @@ class Hub:
             session.c2d_wakeup.set()
         return message
 
-
-def tls_thumb(cert: x509.Certificate, algorithm: str) -> str:
-    from emulator.pki import thumbprint
-
-    return thumbprint(cert, algorithm)
