@@ -112,8 +112,8 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 
 def _kv(doc: dict, keys: list[str]) -> str:
-    return "\n".join(f"{k}: {json.dumps(doc.get(k)) if isinstance(doc.get(k), dict | list) else doc.get(k)}"
-                     for k in keys if k in doc)
+    return "\n".join(f"{k}: {json.dumps(doc[k]) if isinstance(doc[k], dict | list) else doc[k]}"
+                     for k in keys if doc.get(k) is not None)
 
 
 # --- what `serve` adds for the service side ------------------------------------------------------------------
@@ -441,7 +441,11 @@ def _since(text: str) -> str:
 
 
 def _message_line(m: dict) -> str:
-    body = m["body"] if m["body"] is not None else f"<{m['size']} bytes binary>"
+    body = m["body"]
+    if body is None:
+        body = f"<binary, base64 {m['bodyBase64'][:60]}{'...' if len(m['bodyBase64']) > 60 else ''}>"
+    elif not body.isprintable():
+        body = json.dumps(body)    # control characters and line breaks stay on one visible line
     props = f"  {json.dumps(m['properties'])}" if m["properties"] else ""
     return f"#{m['seq']} {m['enqueuedTime']} {m['deviceId']}: {body}{props}"
 
@@ -514,8 +518,10 @@ def _simple(sub: Any, common: argparse.ArgumentParser) -> None:
                      if r["uploads"] else "no file uploads")
     files.add_argument("--device")
     _command(sub, "service-info", common, "the service API's URL and iothubowner connection string",
-             lambda c, a: {"url": c.target.url, "hostName": c.target.host, "rootCa": c.target.ca_file},
-             lambda r: f"url: {r['url']}\nHostName: {r['hostName']}\nroot CA: {r['rootCa']}")
+             lambda c, a: {"url": c.target.url, "hostName": c.target.host, "rootCa": c.target.ca_file,
+                           "connectionString": f"HostName={c.target.host};SharedAccessKeyName={c.target.key_name};"
+                                               f"SharedAccessKey={c.target.key}"},
+             lambda r: f"url: {r['url']}\nroot CA: {r['rootCa']}\nconnection string: {r['connectionString']}")
 
 
 # --- faults ---------------------------------------------------------------------------------------------------
