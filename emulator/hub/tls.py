@@ -69,13 +69,19 @@ def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[x509.Ce
     """The client's certificate chain, leaf first (only the leaf before Python 3.13)."""
     if ssl_object is None:
         return []
-    unverified = getattr(ssl_object, "get_unverified_chain", None)
-    if unverified is not None:
-        chain = unverified() or []
-        return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else c.public_bytes(ssl.ENCODING_DER))
-                for c in chain]
     der = ssl_object.getpeercert(binary_form=True)
-    return [x509.load_der_x509_certificate(der)] if der else []
+    if not der:
+        return []
+    leaf = x509.load_der_x509_certificate(der)
+    unverified = getattr(ssl_object, "get_unverified_chain", None)  # Python 3.13+
+    if unverified is None:
+        return [leaf]
+    try:
+        chain = [x509.load_der_x509_certificate(c if isinstance(c, bytes) else c.public_bytes(ssl.ENCODING_DER))
+                 for c in unverified() or [] if c is not None]
+    except (AttributeError, ValueError):
+        return [leaf]
+    return chain if chain and chain[0] == leaf else [leaf, *chain]
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

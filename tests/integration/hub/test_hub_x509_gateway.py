@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import sys
 
 import hubrig
 import pytest
@@ -166,3 +167,19 @@ def test_gateway_hostname_must_match_certificate(tmp_path, loopback_address):
         assert "address mismatch" in str(failure.value.__cause__.__cause__)
     finally:
         emu.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="Python exposes the client's intermediates from 3.13 on")
+def test_ca_signed_through_an_intermediate_the_device_sends(emu, ca_pem):
+    hub = emu.emulator.hub
+    factory = emu.emulator.pki.intermediate("factory-ca")
+    cert = emu.emulator.pki.device("plc-5", issuer=factory)
+    hub.state.create_device("plc-5", auth_type="certificateAuthority")
+    x509 = X509(str(cert.chain_path), str(cert.key_path))  # leaf + intermediate, the root stays with the hub
+    client = IoTHubDeviceClient.create_from_x509_certificate(x509, hub.hostname, "plc-5",
+                                                             server_verification_cert=ca_pem, connection_retry=False)
+    try:
+        client.connect()
+        client.send_message("via intermediate")
+    finally:
+        client.shutdown()
