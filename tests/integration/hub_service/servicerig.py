@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,21 @@ class Rig:
             self.emu.call(self.service.stop())
         finally:
             self.emu.stop()
+
+
+def unique_loopback(taken: str) -> str:
+    """Another free loopback address (tests/conftest.py's helper, found by file: every test dir has a conftest)."""
+    root = Path(__file__).resolve().parents[2] / "conftest.py"
+    module = next((m for m in list(sys.modules.values())
+                   if getattr(m, "__file__", None) and Path(m.__file__).resolve() == root), None)
+    if module is None:
+        spec = importlib.util.spec_from_file_location("roost_tests_root_conftest", root)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["roost_tests_root_conftest"] = module
+    while (address := module.unique_loopback()) == taken:
+        pass
+    return address
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):

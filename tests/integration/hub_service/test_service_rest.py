@@ -305,3 +305,35 @@ def test_a_corrupt_policy_file_is_reported_with_its_fix(tmp_path, loopback_addre
     with pytest.raises(ValueError, match="delete it to generate new service keys"):
         servicerig.Rig(tmp_path, loopback_address)
     assert (tmp_path / "state" / "service-policies.json").read_text() == "{not json"
+
+
+def test_each_hub_serves_its_own_api_and_refuses_the_others_tokens(tmp_path, loopback_address):
+    import requests
+
+    from emulator.hub.sas import make_sas
+    from emulator.hub.server import EmulatorConfig, EmulatorThread
+    from emulator.hub.service_api import ServiceApi, ServiceOptions
+
+    first, second = loopback_address, servicerig.unique_loopback(loopback_address)
+    emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=first, extra_hubs=[second],
+                                        dps_https_port=0)).start()
+    service = ServiceApi(emu.emulator, ServiceOptions(port=0, device_port=None, blob_port=None))
+    try:
+        emu.call(service.start())
+        emu.emulator.hubs[second].state.create_device("only-on-second")
+        ca = str(emu.emulator.pki.root().cert_path)
+
+        def get(hub: str, token_hub: str) -> requests.Response:
+            token = make_sas(service._served[token_hub].host,
+                                        service.policies["iothubowner"].primary_key, int(time.time()) + 60,
+                                        "iothubowner")
+            return requests.get(f"{service.url(hub)}/devices/only-on-second", params={"api-version": "2021-04-12"},
+                                headers={"Authorization": token}, verify=ca, timeout=30)
+
+        assert get(second, second).status_code == 200
+        assert get(first, first).status_code == 404
+        assert get(second, first).status_code == 401
+        assert service.connection_string(second).startswith(f"HostName={second}:")
+    finally:
+        emu.call(service.stop())
+        emu.stop()
