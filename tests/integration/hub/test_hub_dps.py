@@ -209,3 +209,54 @@ def test_https_errors_are_clear(emu):
     assert status == 401 and "id scope" in body["message"]
     # The server is still serving, and nothing was registered by the refused requests.
     assert emu.emulator.dps.state.list_registrations() == []
+
+
+def test_mqtt_register_202_then_poll_and_bad_requests(emu):
+    from emulator.hub import codec
+
+    dps = emu.emulator.dps
+    dps.immediate_assignment = False
+    enrollment = dps.state.put_enrollment(Enrollment("polled", Attestation("symmetricKey")))
+    host, scope = emu.emulator.connection_info()["dps"]["host"], dps.id_scope
+    raw = hubrig.RawClient(host, hubrig.root_ca(emu))
+    token = make_sas(f"{scope}/registrations/polled", enrollment.attestation.primary_key, 2_000_000_000,
+                     "registration")
+    raw.send(codec.Connect("polled", f"{scope}/registrations/polled/api-version=2019-03-31", token.encode(), False))
+    assert raw.recv() == codec.Connack(0)
+    raw.send(codec.Subscribe(1, [("$dps/registrations/res/#", 1), ("$iothub/twin/res/#", 1)]))
+    assert raw.recv() == codec.Suback(1, [1, codec.SUBACK_FAILURE])
+
+    def ask(topic: str, body: bytes, rid: str) -> tuple[str, dict]:
+        raw.send(codec.Publish(topic, body, qos=1, packet_id=int(rid) + 10))
+        assert raw.recv() == codec.Ack(codec.PacketType.PUBACK, int(rid) + 10)
+        answer = raw.recv()
+        assert f"$rid={rid}" in answer.topic
+        return answer.topic, json.loads(answer.payload)
+
+    topic, body = ask("$dps/registrations/PUT/iotdps-register/?$rid=1", b'{"registrationId": "polled"}', "1")
+    assert topic.startswith("$dps/registrations/res/202/") and "retry-after=3" in topic
+    assert body["status"] == "assigning"
+    topic, polled = ask(f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId={body['operationId']}",
+                        b"", "2")
+    assert topic.startswith("$dps/registrations/res/200/") and polled["status"] == "assigned"
+    topic, error = ask("$dps/registrations/PUT/iotdps-register/?$rid=3", b"{broken", "3")
+    assert topic.startswith("$dps/registrations/res/400/") and "not JSON" in error["message"]
+    topic, error = ask("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=4&operationId=nope", b"", "4")
+    assert topic.startswith("$dps/registrations/res/404/")
+    raw.send(codec.Publish("$dps/elsewhere", b"", qos=0))
+    assert raw.recv_until_closed() == []
+
+
+def test_dps_mqtt_refuses_bad_user_names_and_client_ids(emu):
+    from emulator.hub import codec
+
+    host, scope = emu.emulator.connection_info()["dps"]["host"], emu.emulator.dps.id_scope
+    enrollment = emu.emulator.dps.state.put_enrollment(Enrollment("dev-a", Attestation("symmetricKey")))
+    token = make_sas(f"{scope}/registrations/dev-a", enrollment.attestation.primary_key, 2_000_000_000).encode()
+    for client_id, username, code in (("dev-a", f"{scope}/registrations/dev-a", 4),
+                                      ("other", f"{scope}/registrations/dev-a/api-version=2019-03-31", 5),
+                                      ("dev-a", "wrong/registrations/dev-a/api-version=2019-03-31", 5)):
+        raw = hubrig.RawClient(host, hubrig.root_ca(emu))
+        raw.send(codec.Connect(client_id, username, token))
+        assert raw.recv().return_code == code, username
+        raw.close()

@@ -245,3 +245,41 @@ def test_wrong_ca_fails_tls(emu, tmp_path):
         device.shutdown()
     assert "TLS" in str(failure.value)
     assert emu.emulator.hub.connected_devices() == []
+
+
+def test_asyncio_client_twin_methods_and_c2d(emu, ca_pem):
+    hub = emu.emulator.hub
+
+    async def main():
+        device = AsyncDeviceClient.create_from_connection_string(
+            hubrig.connection_string(emu, "aio"), server_verification_cert=ca_pem, connection_retry=False)
+        received: asyncio.Queue = asyncio.Queue()
+        patches: asyncio.Queue = asyncio.Queue()
+
+        async def on_method(request):
+            await device.send_method_response(MethodResponse.create_from_method_request(request, 201, request.payload))
+
+        loop = asyncio.get_running_loop()
+        # The SDK runs handlers on its own threads: hand results to this loop thread-safely.
+        device.on_method_request_received = on_method
+        device.on_message_received = lambda m: loop.call_soon_threadsafe(received.put_nowait, m)
+        device.on_twin_desired_properties_patch_received = lambda p: loop.call_soon_threadsafe(patches.put_nowait, p)
+        await device.connect()
+        try:
+            await device.patch_twin_reported_properties({"ready": True})
+            await loop.run_in_executor(None, hubrig.wait_for,
+                                       lambda: len(hub.sessions.get("aio").subscriptions) == 4 if "aio" in
+                                       hub.sessions else False)
+            result = await loop.run_in_executor(None, lambda: emu.call(hub.invoke_method("aio", "echo", [1, 2])))
+            await loop.run_in_executor(None, lambda: emu.call(hub.send_c2d("aio", b"to aio")))
+            await loop.run_in_executor(None, lambda: emu.call(hub.update_twin("aio", desired={"x": 1})))
+            message = await asyncio.wait_for(received.get(), 10)
+            patch = await asyncio.wait_for(patches.get(), 10)
+            return result, message.data, patch
+        finally:
+            await device.shutdown()
+
+    result, data, patch = asyncio.run(main())
+    assert (result.status, result.payload) == (201, [1, 2])
+    assert data == b"to aio" and patch == {"x": 1, "$version": 2}
+    assert hub.state.get_twin("aio").reported == {"ready": True}
