@@ -122,6 +122,12 @@ class _Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.RLock()
+        # Create the file 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's
+        # mode, and all three hold device keys.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if path.exists():
+                os.chmod(path, 0o600)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -131,7 +137,6 @@ class _Database:
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._db.executescript(self.SCHEMA)  # executescript manages its own transaction
-        os.chmod(self.path, 0o600)  # holds device keys
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
