@@ -29,8 +29,8 @@ import bench
 
 CLIENTS = 100
 WORKERS = 4
-MESSAGES_ONE = 600
-MESSAGES_EACH = 40
+MESSAGES_ONE = 1000
+MESSAGES_EACH = 100
 
 
 def _free_address() -> str:
@@ -249,7 +249,7 @@ def run() -> dict:
             idle_rss = _rss_kb(process.pid)
             one = _one_client(hub, info["root_ca"], "solo", keys.pop("solo"))
             many, per_device_kb, server_load = _many_clients(hub, info["root_ca"], keys, process.pid)
-            light, _, light_load = _many_clients(hub, info["root_ca"], keys, process.pid, raw=True, messages=200)
+            light, _, light_load = _many_clients(hub, info["root_ca"], keys, process.pid, raw=True, messages=400)
         finally:
             _stop(process)
         results["throughput_100_clients"] = bench.figure(
