@@ -317,6 +317,8 @@ async def read_packet(reader: asyncio.StreamReader, max_size: int) -> Packet:
     Raises asyncio.IncompleteReadError when the peer closes the stream.
     """
     header = await reader.readexactly(2)
+    if not 1 <= header[0] >> 4 <= 14:  # refuse at once rather than wait for the body of a non-packet
+        raise MalformedPacket(f"packet type {header[0] >> 4} does not exist in MQTT 3.1.1")
     while True:
         parsed = decode_remaining_length(header)
         if parsed is not None:

@@ -151,3 +151,13 @@ def test_encoder_refuses_what_mqtt_cannot_carry():
 
 def test_connect_password_never_shows_in_repr():
     assert "secret" not in repr(Connect("c", "u", b"SharedAccessSignature secret"))
+
+
+def test_reader_refuses_a_nonexistent_packet_type_without_waiting_for_its_body():
+    async def main():
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"\xf0\x05")  # type 15, announces 5 body bytes that never come
+        return await asyncio.wait_for(codec.read_packet(reader, 1024), 5)
+
+    with pytest.raises(MalformedPacket, match="type 15"):
+        asyncio.run(main())
