@@ -238,7 +238,13 @@ class DeviceSession:
         if handler is None:
             self.conn.close(f"topic {packet.topic[:120]!r} is not an IoT Hub topic")
             raise ConnectionClosed("unknown topic")
-        if not await handler(self, packet) and packet.qos == 1 and packet.packet_id is not None:
+        try:
+            handled = await handler(self, packet)
+        except StateError as exc:
+            # e.g. the device was deleted while connected: IoT Hub drops such a connection.
+            self.conn.close(f"cannot serve {packet.topic[:80]!r}: {exc}")
+            raise ConnectionClosed(str(exc)) from None
+        if not handled and packet.qos == 1 and packet.packet_id is not None:
             self.conn.send(codec.Ack(codec.PacketType.PUBACK, packet.packet_id))
 
     async def _deliver_c2d(self) -> None:

@@ -187,3 +187,16 @@ def test_method_answer_that_is_not_json_is_an_error_for_the_caller(emu, ca_pem):
     raw.send(codec.Publish(f"$iothub/methods/res/200/?$rid={rid}", b"<html>"))
     with pytest.raises(InvalidMethodResponse):
         pending.result(10)
+
+
+def test_device_deleted_while_connected_is_dropped_on_its_next_request(emu, ca_pem, bystander):
+    device = _device(emu, "doomed")
+    hub = emu.emulator.hub
+    raw = _raw(emu, ca_pem)
+    raw.connect_device(hub.hostname, "doomed", device.primary_key)
+    raw.send(codec.Subscribe(1, [("$iothub/twin/res/#", 0)]))
+    raw.recv()
+    hub.state.delete_device("doomed")
+    raw.send(codec.Publish("$iothub/twin/GET/?$rid=1", b""))
+    assert raw.recv_until_closed() == []
+    assert "not registered" in _last_close_reason(emu, "doomed")
