@@ -38,12 +38,13 @@ def test_random_bytes_after_connect_never_break_the_server(server, garbage):
 
 
 def test_keep_alive_silence_closes_the_connection(server):
-    emu, key = server
+    emu, _ = server
     hub = emu.emulator.hub
+    key = hub.state.create_device("sleeper").primary_key
     raw = hubrig.RawClient(hub.hostname, hubrig.root_ca(emu))
-    raw.send(codec.Connect("fuzzer", f"{hub.hostname}/fuzzer/?api-version=2021-04-12",
-                           hubrig.make_sas(f"{hub.hostname}/devices/fuzzer", key, 2_000_000_000).encode(),
+    raw.send(codec.Connect("sleeper", f"{hub.hostname}/sleeper/?api-version=2021-04-12",
+                           hubrig.make_sas(f"{hub.hostname}/devices/sleeper", key, 2_000_000_000).encode(),
                            keep_alive=1))
     assert raw.recv().return_code == 0
     assert raw.recv_until_closed() == []  # after 1.5 x keep-alive without a packet
-    assert "keep-alive" in hubrig.wait_for(lambda: emu.run(lambda: hub.closed_reasons.get("fuzzer")), what="close")
+    assert "keep-alive" in hubrig.wait_for(lambda: emu.run(lambda: hub.closed_reasons.get("sleeper")), what="close")
