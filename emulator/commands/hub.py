@@ -52,6 +52,9 @@ def _register_serve(sub: Any) -> None:
                        help="answer DPS registrations 202 'assigning' first, as Azure does (default: assign at once)")
     serve.add_argument("--d2c-per-second", type=float, help="throttle device-to-cloud messages (hub-wide)")
     serve.add_argument("--daily-message-units", type=int, help="daily quota of 4 KB message units")
+    serve.add_argument("--tier", help="apply an IoT Hub tier's quota and throttles: F1, S1, S2 or S3 "
+                                      "(--d2c-per-second / --daily-message-units override parts of it)")
+    serve.add_argument("--units", type=int, default=1, help="number of units of --tier (default 1)")
     serve.add_argument("--device", action="append", default=[], metavar="ID",
                        help="make sure this SAS device exists and print its connection string (repeatable)")
     serve.add_argument("--json", action="store_true", help="print the connection details as one JSON line")
@@ -63,7 +66,11 @@ def _config(args: argparse.Namespace):
     from emulator.hub.faults import Quotas
     from emulator.hub.server import EmulatorConfig
 
-    quotas = Quotas(d2c_per_second=args.d2c_per_second, daily_message_units=args.daily_message_units)
+    quotas = Quotas.tier(args.tier, args.units) if args.tier else Quotas()
+    if args.d2c_per_second is not None:
+        quotas.d2c_per_second = args.d2c_per_second
+    if args.daily_message_units is not None:
+        quotas.daily_message_units = args.daily_message_units
     return EmulatorConfig(
         state_dir=args.state_dir or default_state_dir(), address=args.address, hub_hostname=args.hub_hostname,
         extra_hubs=args.extra_hub, dps_address=args.dps_address, dps_https_port=args.dps_https_port,

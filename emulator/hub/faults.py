@@ -45,6 +45,16 @@ class TokenBucket:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
+# IoT Hub's published limits per tier: (daily messages per unit, D2C sends/s and connections/s as
+# (floor, per unit)). Metering counts 4 KB units for S1-S3 and 0.5 KB units for F1, emulated as 4 KB here.
+TIERS: dict[str, tuple[int, tuple[float, float], tuple[float, float]]] = {
+    "F1": (8_000, (100.0, 0.0), (100.0, 0.0)),
+    "S1": (400_000, (100.0, 12.0), (100.0, 12.0)),
+    "S2": (6_000_000, (120.0, 120.0), (120.0, 120.0)),
+    "S3": (300_000_000, (0.0, 6_000.0), (0.0, 6_000.0)),
+}
+
+
 @dataclass
 class Quotas:
     """Limits of one hub; None means unlimited. Change fields at run time (effective on next use)."""
@@ -56,6 +66,17 @@ class Quotas:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     _d2c: TokenBucket | None = field(default=None, repr=False)
     _connects: TokenBucket | None = field(default=None, repr=False)
+
+    @classmethod
+    def tier(cls, name: str, units: int = 1) -> Quotas:
+        """The daily quota and throttles of an IoT Hub tier (F1, S1, S2, S3) with ``units`` units."""
+        if name.upper() not in TIERS:
+            raise ValueError(f"unknown IoT Hub tier {name!r}; choose one of {', '.join(TIERS)}")
+        if units < 1 or (name.upper() == "F1" and units != 1):
+            raise ValueError("a hub has at least one unit (F1: exactly one)")
+        daily, (d2c_floor, d2c_unit), (conn_floor, conn_unit) = TIERS[name.upper()]
+        return cls(d2c_per_second=max(d2c_floor, d2c_unit * units), daily_message_units=daily * units,
+                   connections_per_second=max(conn_floor, conn_unit * units))
 
     async def d2c_permit(self) -> bool:
         """Wait until one more device-to-cloud message may be acknowledged; True when it was throttled."""

@@ -136,3 +136,23 @@ def test_accept_any_client_certificate_finds_ssl_ctx(tmp_path):
     context = tls.server_context(str(server.chain_path), str(server.key_path))
     assert context.verify_mode.name == "CERT_OPTIONAL"
     assert os.path.exists(server.chain_path)
+
+
+def test_tier_quotas_follow_iot_hub_limits():
+    from emulator.hub.faults import Quotas
+
+    s1 = Quotas.tier("S1", units=10)
+    assert (s1.d2c_per_second, s1.daily_message_units, s1.connections_per_second) == (120.0, 4_000_000, 120.0)
+    assert Quotas.tier("s1").d2c_per_second == 100.0  # the floor of 100/s below 9 units
+    assert Quotas.tier("S3", 2).d2c_per_second == 12_000.0
+    with pytest.raises(ValueError, match="F1, S1, S2, S3"):
+        Quotas.tier("B1")
+    with pytest.raises(ValueError, match="exactly one"):
+        Quotas.tier("F1", 2)
+
+
+def test_serve_refuses_an_unknown_tier(capsys):
+    from emulator.cli import main
+
+    assert main(["hub", "serve", "--tier", "P9", "--state-dir", "/nonexistent/never-created"]) == 2
+    assert "unknown IoT Hub tier 'P9'" in capsys.readouterr().err
