@@ -286,3 +286,18 @@ def test_importing_agent_tpm_does_not_load_the_tss():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "False"
+
+
+def test_signer_serves_several_threads(swtpm):
+    # The uplink signs from the SDK's threads while the agent may sign elsewhere; swtpm, like /dev/tpm0,
+    # serves one connection at a time, so each signature takes its own short connection.
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = secrets.token_bytes(32)
+    with Tpm(swtpm.tcti) as tpm:
+        import_persistent(tpm, challenge_for(tpm, key), HUB_KEY_HANDLE)
+    signer = TpmSigner(swtpm.tcti)
+    messages = [f"hub/devices/d{i}\n{1_900_000_000 + i}".encode() for i in range(40)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        signatures = list(pool.map(signer, messages))
+    assert signatures == [hmac.new(key, m, hashlib.sha256).digest() for m in messages]
