@@ -13,6 +13,24 @@ from emulator.hub import codec
 log = logging.getLogger(__name__)
 
 
+# asyncio gives every TLS connection a 256 KiB read buffer, written at once, so each idle device would cost
+# a quarter megabyte. TLS records are at most 16 KiB: 32 KiB reads lose nothing.
+_TLS_READ_BUFFER = 32 * 1024
+
+
+def _shrink_tls_read_buffer(writer: asyncio.StreamWriter) -> None:
+    """Replace asyncio's per-connection TLS read buffer with a smaller one (CPython 3.11-3.13 internals;
+    left alone when they are not there)."""
+    protocol = getattr(writer.transport, "_ssl_protocol", None)
+    if protocol is None or not all(hasattr(protocol, a) for a in ("max_size", "_ssl_buffer", "_ssl_buffer_view")):
+        return
+    if protocol.max_size <= _TLS_READ_BUFFER:
+        return
+    protocol.max_size = _TLS_READ_BUFFER
+    protocol._ssl_buffer = bytearray(_TLS_READ_BUFFER)
+    protocol._ssl_buffer_view = memoryview(protocol._ssl_buffer)
+
+
 class ConnectionClosed(Exception):
     """The peer went away or the connection was closed by the server."""
 
@@ -27,6 +45,7 @@ class MqttConnection:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.ssl_object: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
+        _shrink_tls_read_buffer(writer)
         self.keep_alive = 0
         self.closed = asyncio.Event()
         self.close_reason = ""

@@ -48,3 +48,17 @@ def test_keep_alive_silence_closes_the_connection(server):
     assert raw.recv().return_code == 0
     assert raw.recv_until_closed() == []  # after 1.5 x keep-alive without a packet
     assert "keep-alive" in hubrig.wait_for(lambda: emu.run(lambda: hub.closed_reasons.get("sleeper")), what="close")
+
+
+def test_connections_use_a_small_tls_read_buffer(server):
+    emu, key = server
+    hub = emu.emulator.hub
+    raw = hubrig.RawClient(hub.hostname, hubrig.root_ca(emu))
+    raw.connect_device(hub.hostname, "fuzzer", key)
+    session = hubrig.wait_for(lambda: emu.run(lambda: hub.sessions.get("fuzzer")), what="session")
+    protocol = session.conn.writer.transport._ssl_protocol
+    assert (protocol.max_size, len(protocol._ssl_buffer)) == (32 * 1024, 32 * 1024)
+    raw.send(codec.Publish("devices/fuzzer/messages/events/", b"z" * 200_000, qos=1, packet_id=5))
+    assert raw.recv() == codec.Ack(codec.PacketType.PUBACK, 5)  # large messages still arrive whole
+    assert hub.state.telemetry(device_id="fuzzer")[-1].payload == b"z" * 200_000
+    raw.close()
