@@ -212,3 +212,27 @@ def test_cli_serve_reports_an_address_in_use(tmp_path, emu):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "--address" in result.stderr
+
+
+def test_sdk_reconnects_by_itself_after_drops_and_keeps_receiving(emu, ca_pem):
+    hub = emu.emulator.hub
+    received = []
+    client = IoTHubDeviceClient.create_from_connection_string(hubrig.connection_string(emu, "phoenix"),
+                                                             server_verification_cert=ca_pem)  # default retry
+    client.on_message_received = received.append
+    try:
+        client.connect()
+        client.send_message("before")
+        for fault in (hub.faults.drop, hub.faults.expire_token):
+            old = emu.run(lambda: hub.sessions["phoenix"])
+            assert emu.run(lambda fault=fault: fault("phoenix"))
+            hubrig.wait_for(lambda old=old: emu.run(lambda: hub.sessions.get("phoenix")) not in (None, old),
+                            what="the SDK's own reconnect")
+            hubrig.wait_for(lambda: client.connected, what="the SDK to see itself connected")
+            client.send_message(fault.__name__)
+        emu.call(hub.send_c2d("phoenix", b"still subscribed"))
+        assert hubrig.wait_for(lambda: received, what="C2D after reconnects")[0].data == b"still subscribed"
+    finally:
+        client.shutdown()
+    assert [r.payload for r in hub.state.telemetry(device_id="phoenix")] == [b"before", b"drop", b"expire_token"]
+    assert hub.state.counters()["connections"] == 3
