@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import socket
 import ssl
-import sys
 import time
 from pathlib import Path
 
@@ -14,18 +12,20 @@ from emulator.hub import codec
 from emulator.hub.sas import make_sas
 from emulator.hub.server import EmulatorConfig, EmulatorThread
 
+_address_source = None
+
+
+def set_address_source(source) -> None:
+    """Use tests/conftest.py's unique_loopback (conftest.py of this directory sets it for the session)."""
+    global _address_source
+    _address_source = source
+
 
 def unique_loopback() -> str:
-    """tests/conftest.py's unique_loopback (found by file, since every test directory has a `conftest`)."""
-    root_conftest = Path(__file__).resolve().parents[2] / "conftest.py"
-    for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) and Path(module.__file__).resolve() == root_conftest:
-            return module.unique_loopback()
-    spec = importlib.util.spec_from_file_location("roost_root_conftest", root_conftest)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules["roost_root_conftest"] = module
-    return module.unique_loopback()
+    """Another loopback address from the same allocator as the `loopback_address` fixture."""
+    if _address_source is None:
+        raise RuntimeError("hubrig.set_address_source() was not called (tests/integration/hub/conftest.py does)")
+    return _address_source()
 
 
 def start(tmp_path: Path, address: str, **options) -> EmulatorThread:
