@@ -45,7 +45,8 @@ def _register_serve(sub: Any) -> None:
     serve.add_argument("--id-scope", default=DEFAULT_ID_SCOPE, help=f"DPS id scope (default {DEFAULT_ID_SCOPE})")
     serve.add_argument("--gateway-address", help="run a transparent gateway listener on this address")
     serve.add_argument("--gateway-hostname", action="append", default=None, metavar="NAME",
-                       help="name (or IP) in the gateway's certificate (repeatable; default: --gateway-address)")
+                       help="name (or IP) in the gateway's certificate (repeatable; default: the names of the "
+                            "certificate `roost-sim pki gateway` made, else --gateway-address)")
     serve.add_argument("--server-name", action="append", default=[], metavar="NAME",
                        help="extra host name for the hub/DPS certificate, e.g. localhost (repeatable)")
     serve.add_argument("--poll-assignment", action="store_true",
