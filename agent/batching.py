@@ -204,6 +204,8 @@ class Forwarder:
         self.billed_units = 0
         self._wakeup = asyncio.Event()
         self._claim_lock = asyncio.Lock()
+        self._acks: set[asyncio.Task] = set()
+        self._refilling = False
         self._ready: collections.deque[list[Item]] = collections.deque()   # claimed, not yet taken by a worker
         self._stopping = False
 
@@ -220,6 +222,8 @@ class Forwarder:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            # Acknowledgements already received must reach the outbox, or those batches are sent twice.
+            await asyncio.gather(*self._acks, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping = True
@@ -249,28 +253,30 @@ class Forwarder:
                         return
                     await self.uplink.wait_connected(timeout=1.0)
             self.billed_units += batch.billed_units
-            await self.outbox.aack(batch.seqs)
+            # The worker moves on to its next batch while the outbox thread deletes this one (acks coalesce).
+            ack = asyncio.create_task(self.outbox.aack(batch.seqs))
+            self._acks.add(ack)
+            ack.add_done_callback(self._acks.discard)
 
     async def _next_batch(self) -> list[Item]:
         """Wait until a batch is worth sending, then claim it (one worker decides and claims at a time)."""
+        if self._ready:
+            items = self._ready.popleft()
+            self._refill_soon()
+            return items
         async with self._claim_lock:
-            if self._ready:
-                return self._ready.popleft()
             while not self._stopping:
-                json_bytes, count, oldest = self.outbox.pending()
+                if self._ready:   # a refill landed while this worker waited for the lock
+                    return self._ready.popleft()
+                if self._backlog():
+                    # Claim a batch for every worker in one trip to the outbox thread.
+                    self._ready.extend(await aclaim_full(self.outbox, self.outbox.epoch, self.batch_max_bytes,
+                                                         self.max_in_flight))
+                    continue
+                _json_bytes, count, oldest = self.outbox.pending()
                 if count:
-                    estimate = envelope_size(self.outbox.epoch) + json_bytes + count * item_overhead(
-                        self.outbox.next_seq)
                     age = self.clock() - oldest if oldest is not None else 0.0
                     wait_s = self.batch_max_delay_s - age
-                    if estimate >= body_budget(self.outbox.epoch, self.batch_max_bytes):
-                        # A backlog: claim a batch for every worker in one go.
-                        batches = await aclaim_full(self.outbox, self.outbox.epoch, self.batch_max_bytes,
-                                                    self.max_in_flight)
-                        if batches:
-                            self._ready.extend(batches[1:])
-                            return batches[0]
-                        continue
                     if wait_s <= 0 or self.flushing:
                         return await aclaim(self.outbox, self.outbox.epoch, self.batch_max_bytes)
                     # A clock stepped backwards makes age negative: never wait longer than the delay itself.
@@ -285,3 +291,28 @@ class Forwarder:
                 if not self.uplink.connected:
                     return []
             return []
+
+    def _backlog(self) -> bool:
+        """At least one full message is waiting to be claimed."""
+        json_bytes, count, _ = self.outbox.pending()
+        estimate = envelope_size(self.outbox.epoch) + json_bytes + count * item_overhead(self.outbox.next_seq)
+        return count > 0 and estimate >= body_budget(self.outbox.epoch, self.batch_max_bytes)
+
+    def _refill_soon(self) -> None:
+        """Keep claimed batches ahead of the workers while a backlog drains, so none waits for the outbox."""
+        if self._refilling or self._stopping or len(self._ready) >= self.max_in_flight or not self._backlog():
+            return
+        self._refilling = True
+
+        async def refill() -> None:
+            try:
+                async with self._claim_lock:
+                    if self._backlog() and not self._stopping:
+                        self._ready.extend(await aclaim_full(self.outbox, self.outbox.epoch, self.batch_max_bytes,
+                                                             self.max_in_flight))
+            finally:
+                self._refilling = False
+
+        task = asyncio.create_task(refill())
+        self._acks.add(task)      # awaited at shutdown like the acks
+        task.add_done_callback(self._acks.discard)

@@ -115,8 +115,8 @@ class TelemetryConfig:
     outbox_path: str = _key("", "SQLite outbox file; empty means <state_dir>/outbox.sqlite", path=True)
     outbox_max_bytes: int = _key(64 * 1024 * 1024, "outbox size bound; beyond it the oldest readings are dropped "
                                                    "(and counted)", minimum=64 * 1024)
-    max_in_flight: int = _key(8, "messages awaiting PUBACK at once while draining (the SDK allows 20)",
-                              minimum=1, maximum=20)
+    max_in_flight: int = _key(16, "messages awaiting PUBACK at once while draining (paho allows 20; the rest "
+                                   "is left for twin and method traffic)", minimum=1, maximum=20)
     # Filled from the [telemetry.sensors.<id>] tables: sensor id -> SensorSettings.
     sensors: Mapping[str, SensorSettings] = field(default_factory=lambda: MappingProxyType({}),
                                                   metadata={"doc": "per-sensor settings, see below", "table": True})

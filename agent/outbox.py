@@ -119,6 +119,7 @@ class Outbox:
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
         self._ack_queue: collections.deque[tuple[list[int], int]] = collections.deque()
+        self._write_queue: collections.deque[_Entry] = collections.deque()
         self._counters_saved = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -195,45 +196,44 @@ class Outbox:
     def add_many(self, bodies: Iterable[str], kind: str = TELEMETRY,
                  props: Mapping[str, str] | None = None,
                  sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
-        """Store several readings in one transaction (one fsync).
+        """Store several readings in one transaction (one fsync); returns their sequence numbers.
 
         ``sensors`` gives each reading's (sensor id, units JSON text); units travel once per sensor per batch
         instead of in every reading.
         """
+        entry = _Entry.make(bodies, kind, props, sensors)
+        self._store_entries([entry])
+        return entry.seqs
+
+    def _store_entries(self, entries: list[_Entry]) -> None:
+        """Store several callers' readings in one transaction: the group commit behind ``aadd_many``."""
         now = self.clock()
-        props_text = json.dumps(dict(props), separators=(",", ":")) if props else None
         with self._lock:
             items = []
-            bodies = list(bodies)
-            meta = list(sensors) if sensors is not None else [(None, None)] * len(bodies)
-            if len(meta) != len(bodies):
-                raise ValueError("sensors must name one (sensor, units) pair per body")
-            for body, (sensor, units) in zip(bodies, meta, strict=True):
-                if not body.startswith("{"):
-                    raise ValueError("an outbox body must be a JSON object text")
-                items.append(Item(self._next_seq, kind, body, dict(props) if props else None, now, sensor,
-                                  units))
-                self._next_seq += 1
+            for entry in entries:
+                first = self._next_seq
+                for body, (sensor, units) in zip(entry.bodies, entry.sensors, strict=True):
+                    items.append(Item(self._next_seq, entry.kind, body, entry.props, now, sensor, units))
+                    self._next_seq += 1
+                entry.seqs = list(range(first, self._next_seq))
             incoming = sum(i.size for i in items)
             self._make_room(incoming)
             self._flush_spill()
-            if self._spill or not self._insert(items, props_text):
+            if self._spill or not self._insert(items):
                 self._spill.extend(items)
                 self._trim_spill()
             for item in items:
                 self._account_new(item)
             self._counters["stored_readings"] += len(items)
-            return [i.seq for i in items]
 
-    def _insert(self, items: list[Item], props_text: str | None = None) -> bool:
+    def _insert(self, items: list[Item]) -> bool:
         assert self._db is not None, "outbox is not open"
         try:
             with _transaction(self._db, durable=True):
                 self._db.executemany(
                     "INSERT INTO readings(seq, kind, body, props, sensor, units, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(i.seq, i.kind, i.body,
-                      props_text if props_text is not None else (json.dumps(i.props) if i.props else None),
+                    [(i.seq, i.kind, i.body, json.dumps(dict(i.props), separators=(",", ":")) if i.props else None,
                       i.sensor, i.units, i.created) for i in items])
         except sqlite3.OperationalError as exc:
             self._counters["store_errors"] += 1
@@ -463,7 +463,19 @@ class Outbox:
     async def aadd_many(self, bodies: list[str], kind: str = TELEMETRY,
                         props: Mapping[str, str] | None = None,
                         sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
-        return await self._run(self.add_many, bodies, kind, props, sensors)
+        """``add_many`` off the event loop, with group commit: readings handed over by several callers while
+        the previous fsync was running are stored together in the next transaction."""
+        entry = _Entry.make(bodies, kind, props, sensors)
+        self._write_queue.append(entry)
+        await self._run(self._drain_writes)
+        return entry.seqs
+
+    def _drain_writes(self) -> None:
+        entries = []
+        while self._write_queue:
+            entries.append(self._write_queue.popleft())
+        if entries:
+            self._store_entries(entries)
 
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
@@ -482,6 +494,30 @@ class Outbox:
             acks.append(self._ack_queue.popleft())
         if acks:
             self.ack_many(acks)
+
+
+@dataclass
+class _Entry:
+    """One caller's readings waiting for the group commit."""
+
+    bodies: list[str]
+    kind: str
+    props: Mapping[str, str] | None
+    sensors: list[tuple[str | None, str | None]]
+    seqs: list[int] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, bodies: Iterable[str], kind: str, props: Mapping[str, str] | None,
+             sensors: Sequence[tuple[str, str | None]] | None) -> _Entry:
+        bodies = list(bodies)
+        for body in bodies:
+            if not body.startswith("{"):
+                raise ValueError("an outbox body must be a JSON object text")
+        meta: list[tuple[str | None, str | None]] = (list(sensors) if sensors is not None
+                                                     else [(None, None)] * len(bodies))
+        if len(meta) != len(bodies):
+            raise ValueError("sensors must name one (sensor, units) pair per body")
+        return cls(bodies, kind, dict(props) if props else None, meta)
 
 
 def _ranges(seqs: list[int]) -> list[tuple[int, int]]:

@@ -143,7 +143,8 @@ class HubUplink:
                           content_type=content_type)
         message.custom_properties.update(properties)
         try:
-            await asyncio.wait_for(client.send_message(message), self.hub.send_timeout_s)
+            async with asyncio.timeout(self.hub.send_timeout_s):   # no extra task per message, unlike wait_for
+                await client.send_message(message)
         except TimeoutError:
             self.stats.send_failures += 1
             # An acknowledgement that never comes means the session is not healthy: start a fresh one.
