@@ -9,6 +9,7 @@ to run on the emulator's loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import itertools
 import json
@@ -48,6 +49,7 @@ TelemetryListener = Callable[[TelemetryRecord], None]
 TWIN_RESPONSE = "$iothub/twin/res/"
 TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
 METHOD_REQUEST = "$iothub/methods/POST/"
+CLOSE_WAIT_S = 2.0  # how long a closing session waits for the peer to finish the TLS close
 
 
 class HubError(Exception):
@@ -209,6 +211,10 @@ class DeviceSession:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The device counts as connected until its socket is really closed (TLS close_notify answered, or
+        # the bounded shutdown gave up), so "disconnected" on the service side means the client saw it too.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.writer.wait_closed(), CLOSE_WAIT_S)
         self.hub._session_ended(self)
         self.finished.set()
 
@@ -309,7 +315,8 @@ class Hub:
         old = self.sessions.get(device_id)
         if old is not None:
             # MQTT-3.1.4-2 and IoT Hub: a second connection with the same client id takes over.
-            old.close("another connection with the same device id took over")
+            # Abort rather than close: the old peer is often gone, and the new connection must not wait for it.
+            old.close("another connection with the same device id took over", abort=True)
             await old.finished.wait()
         if connect.clean_session:
             self.state.drop_session(device_id)

@@ -95,8 +95,9 @@ class RawClient:
             try:
                 chunk = self.sock.recv(65536)
             except (ConnectionError, ssl.SSLError):
-                return None
+                chunk = b""
             if not chunk:
+                self.close()  # as a real client does once the server has closed: lets the server finish at once
                 return None
             self.buffer += chunk
 

@@ -159,7 +159,7 @@ def test_persistent_session_keeps_subscriptions_and_queued_c2d(emu, ca_pem):
     finally:
         second.shutdown()
     assert [m.data for m in got] == [b"while away 0", b"while away 1", b"while away 2"]
-    assert hub.state.pending_c2d("sess") == []
+    hubrig.wait_for(lambda: hub.state.pending_c2d("sess") == [], what="the last PUBACK to be processed")
 
 
 def test_second_connection_with_same_id_takes_over(emu, ca_pem):
