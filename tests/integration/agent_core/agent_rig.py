@@ -59,6 +59,13 @@ class Hub:
         self.thread.__exit__(None, None, None)
         self.thread = None
 
+    def drop(self) -> None:
+        """Close the device's connection from the hub's side (on the hub's own loop)."""
+        async def drop() -> None:
+            self.hub.faults.drop(DEVICE)
+
+        self.thread.call(drop())
+
     def credentials(self, force: bool = False) -> HubCredentials:
         return HubCredentials(self.hostname, DEVICE, sign=key_signer(base64.b64decode(self.key)),
                               ca_pem=self.ca_pem, source="test")
