@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from agent_rig import DEVICE
+
 from agent.config import HubConfig
 from agent.uplink import HubUplink
-from agent_rig import DEVICE
 
 
 def test_methods_twin_and_c2d_reach_their_handlers_before_and_after_a_reconnect(hub):
@@ -51,15 +52,15 @@ def test_methods_twin_and_c2d_reach_their_handlers_before_and_after_a_reconnect(
                                                                                  timeout_s=10))
                 assert failed.status == 500 and "handler broke" in failed.payload["error"]
                 await asyncio.to_thread(emu.call, hub.hub.update_twin(DEVICE, desired={"round": round_}))
-                await until(lambda: any(p.get("round") == round_ for p in patches), "desired patch")
+                await until(lambda r=round_: any(p.get("round") == r for p in patches), "desired patch")
                 await asyncio.to_thread(emu.call, hub.hub.send_c2d(DEVICE, f"hello {round_}".encode(),
                                                                    properties={"k": "v"}))
-                await until(lambda: any(b == f"hello {round_}".encode() for b, _ in messages), "C2D message")
+                await until(lambda r=round_: any(b == f"hello {r}".encode() for b, _ in messages), "C2D message")
                 await uplink.patch_reported({"seen": round_})
                 twin = await uplink.get_twin()
                 assert twin["reported"]["seen"] == round_ and twin["desired"]["round"] == round_
                 await asyncio.to_thread(hub.drop)   # the next round runs on a fresh client after a reconnect
-                await until(lambda: not uplink.connected or uplink.stats.connects > round_ + 1, "drop noticed")
+                await until(lambda r=round_: not uplink.connected or uplink.stats.connects > r + 1, "drop noticed")
         finally:
             await uplink.stop()
             await task
@@ -67,5 +68,5 @@ def test_methods_twin_and_c2d_reach_their_handlers_before_and_after_a_reconnect(
     asyncio.run(scenario())
     assert uplink.stats.connects >= 2
     assert all("$version" in p for p in patches)
-    body, props = messages[0]
+    _, props = messages[0]
     assert props["k"] == "v" and "$.message_id" in props
