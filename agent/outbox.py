@@ -130,6 +130,8 @@ class Outbox:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            # The outbox is read front to back once: a small page cache keeps the agent's memory flat.
+            db.execute("PRAGMA cache_size=-1024")
             db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise OutboxError(f"cannot open the outbox {self.path}: {exc}; move the file aside (it will be "
