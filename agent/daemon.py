@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 EX_CONFIG = 78          # sysexits: configuration error; the unit does not restart on it
 EX_UNAVAILABLE = 69     # a required service (state directory, hardware) is unavailable
 SHUTDOWN_GRACE_S = 5.0  # how long a stopping agent keeps sending before it leaves the rest in the outbox
+UPLINK_CLOSE_S = 12.0   # how long the SDK client gets to shut down (the uplink bounds it at 10 s itself)
 
 
 class StartupError(RuntimeError):
@@ -219,6 +220,9 @@ class Daemon:
             await asyncio.sleep(0.05)
         self.forwarder.stop()
         await self.uplink.stop()
+        # Let both finish on their own first: the forwarder hands its acknowledgements to the outbox, and the
+        # uplink shuts the SDK client down (its handler tasks live on this loop). Cancel only what overstays.
+        await asyncio.wait(tasks[:2], timeout=UPLINK_CLOSE_S)
         await self._cancel([tasks[1], tasks[0], watchdog, stop_wait, *self._background])
         left = self.outbox.stats()
         await asyncio.to_thread(self.outbox.close)
