@@ -200,6 +200,8 @@ class Daemon:
         except Exception:
             # Telemetry must keep flowing even when twin/method handling cannot start.
             log.exception("cloud management failed to start; telemetry continues without it")
+        # Management may add log handlers of its own (a buffer for diagnostics bundles): they get the filter too.
+        agent_logging.install_filter()
 
     def _resolve_credentials(self, force: bool) -> HubCredentials:
         from agent import identity
