@@ -118,3 +118,14 @@ def test_a_broken_state_dir_is_a_clear_startup_error(tmp_path):
     (tmp_path / "state").write_text("a file, not a directory")
     daemon = make(tmp_path)
     assert asyncio.run(daemon.run()) == 69
+
+
+def test_an_unknown_board_is_a_config_error_that_names_the_key(tmp_path, caplog):
+    config, problems = parse_config({
+        "device": {"state_dir": str(tmp_path / "state"), "board": "rpi-9", "platform": "emulated"},
+        "identity": {"method": "connection-string", "connection_string_file": "cs"},
+    })
+    assert config is not None, problems
+    daemon = Daemon(config, uplink=OfflineUplink(), attach_management=False)
+    assert asyncio.run(daemon.run()) == 78
+    assert "device.board" in caplog.text and "rpi-9" in caplog.text
