@@ -347,16 +347,19 @@ class Outbox:
                                       "WHERE seq > ? ORDER BY seq", (self._cursor,))
             # Rows are fetched a few at a time: a batch needs tens of them, the table may hold millions.
             stored = (Item(s, k, b, json.loads(p) if p else None, c, sn, u)
-                      for chunk in iter(lambda: cursor.fetchmany(64), []) for s, k, b, p, c, sn, u in chunk)
+                      for chunk in _growing_fetch(cursor) for s, k, b, p, c, sn, u in chunk)
             spilled = (i for i in list(self._spill) if i.seq > self._cursor)   # always newer than stored rows
             candidates = itertools.chain(stored, spilled)
             batch: list[Item] = []
             used = base
+            following: Item | None = None      # the first reading left for the next batch, if one was seen
             for item in candidates:
                 if batch and (item.kind != TELEMETRY or batch[0].kind != TELEMETRY):
+                    following = item
                     break
                 price = cost(item)   # called once per item, in order: a cost may depend on what came before
                 if batch and used + price > max_bytes:
+                    following = item
                     break
                 batch.append(item)
                 used += price
@@ -368,7 +371,8 @@ class Outbox:
                 self._unclaimed_bytes -= item.size
                 self._unclaimed_n -= 1
                 self._cursor = item.seq
-            self._oldest_unclaimed = self._next_unclaimed_created()
+            # The oldest unclaimed reading is the one that stopped this batch: no second query needed.
+            self._oldest_unclaimed = following.created if following is not None else self._next_unclaimed_created()
             return batch
 
     def _next_unclaimed_created(self) -> float | None:
@@ -520,6 +524,14 @@ class _Entry:
         if len(meta) != len(bodies):
             raise ValueError("sensors must name one (sensor, units) pair per body")
         return cls(bodies, kind, dict(props) if props else None, meta)
+
+
+def _growing_fetch(cursor: sqlite3.Cursor):
+    """Rows in chunks of 4, 16, 64, 256: a one-reading batch fetches little, a 4 KB batch a few round trips."""
+    size = 4
+    while rows := cursor.fetchmany(size):
+        yield rows
+        size = min(size * 4, 256)
 
 
 def _ranges(seqs: list[int]) -> list[tuple[int, int]]:

@@ -216,13 +216,14 @@ async def _agent_send_rate(hub: _Hub, state: Path, samples: list, group: int) ->
                                    sensors=[(s.sensor_id, s.units_json()) for s in chunk])
             forwarder.notify()
 
+    sent_before = outbox.stats().counters["sent_messages"]   # the file is reused across rounds
     started = time.perf_counter()
     stores = [asyncio.create_task(store(samples[i:i + group])) for i in range(0, len(samples), group)]
     await asyncio.gather(*stores)
     while outbox.stats().depth:
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - started
-    sent = outbox.stats().counters["sent_messages"]
+    sent = outbox.stats().counters["sent_messages"] - sent_before
     await close()
     return sent / elapsed
 
