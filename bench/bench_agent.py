@@ -228,6 +228,33 @@ async def _agent_send_rate(hub: _Hub, state: Path, samples: list, group: int) ->
     return sent / elapsed
 
 
+async def _agent_drain_rate(hub: _Hub, state: Path, samples: list) -> float:
+    """One reading per message from an outbox filled beforehand: claim, send, PUBACK, delete, nothing else."""
+    from agent.batching import Forwarder
+    from agent.config import HubConfig
+    from agent.outbox import Outbox
+    from agent.uplink import HubUplink
+
+    path = state / f"drain-{time.monotonic_ns()}.sqlite"
+    with Outbox(path, 1 << 30) as outbox:
+        outbox.add_many([s.to_json() for s in samples], sensors=[(s.sensor_id, s.units_json()) for s in samples])
+    outbox = Outbox(path, 1 << 30).open()
+    uplink = HubUplink(HubConfig(), hub.credentials)
+    uplink_task = asyncio.create_task(uplink.run())
+    await uplink.wait_connected(30)
+    forwarder = Forwarder(outbox, uplink, batch_max_bytes=256, batch_max_delay_s=0.0, max_in_flight=IN_FLIGHT)
+    started = time.perf_counter()
+    forwarder_task = asyncio.create_task(forwarder.run())
+    while outbox.stats().depth:
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    forwarder.stop()
+    await uplink.stop()
+    await asyncio.gather(uplink_task, forwarder_task)
+    outbox.close()
+    return len(samples) / elapsed
+
+
 async def _agent_batched(hub: _Hub, state: Path, samples: list) -> tuple[float, int]:
     """A backlog drained with 4 KB batching: readings/s, and the 4 KB units billed for it."""
     hub.reset()
@@ -391,17 +418,23 @@ def run() -> dict:
             bodies = [s.to_json() for s in samples]
 
             # Alternate the two, three rounds each, and compare medians: the machine is shared.
-            raw_rates, agent_rates = [], []
+            raw_rates, agent_rates, drain_rates = [], [], []
             ticks = len({s.sensor_id for s in samples})
             for _ in range(3):
                 raw_rates.append(asyncio.run(_raw_send_rate(hub, bodies[:2000], concurrency=IN_FLIGHT)))
                 agent_rates.append(asyncio.run(_agent_send_rate(hub, work, samples[:2000], group=ticks)))
+                drain_rates.append(asyncio.run(_agent_drain_rate(hub, work, samples[:2000])))
             raw_rate = statistics.median(raw_rates)
+            results["outbox_send_messages_per_s"] = figure(
+                statistics.median(drain_rates), "msg/s", baseline=raw_rate,
+                baseline_name=f"raw SDK asyncio send loop, {IN_FLIGHT} in flight", goal=">= 0.9",
+                note="one reading per message from readings already stored: claim, send, PUBACK, delete; "
+                     "median of 3 alternating rounds", rounds=[round(r) for r in drain_rates])
             results["persisted_messages_per_s"] = figure(
                 statistics.median(agent_rates), "msg/s", baseline=raw_rate,
                 baseline_name=f"raw SDK asyncio send loop, {IN_FLIGHT} in flight", goal=">= 0.9",
-                note="one reading per message; every reading stored (WAL fsync, group commit) before its send and "
-                     "deleted after its PUBACK; median of 3 alternating rounds",
+                note="one reading per message, stored while it is being sent: each reading written (WAL fsync, "
+                     "group commit) before its send and deleted after its PUBACK; median of 3 alternating rounds",
                 rounds={"agent": [round(r) for r in agent_rates], "raw": [round(r) for r in raw_rates]})
 
             backlog = [samples[i % len(samples)] for i in range(30_000)]
