@@ -268,7 +268,10 @@ class FleetDemo:
                 return 1
             if self.latest:
                 readings = [self.latest[k] for k in sorted(self.latest)]
-                table.show(readings, title=self._title(), footer=self._footer())
+                try:
+                    table.show(readings, title=self._title(), footer=self._footer())
+                except (OSError, ValueError):   # output closed (e.g. piped into head): stop like Ctrl-C
+                    return 0
                 updates += 1
                 if self.args.count is not None and updates >= self.args.count:
                     return 0
@@ -299,11 +302,16 @@ class FleetDemo:
         ])
 
     def _say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        try:
+            print(text, file=self.out, flush=True)
+        except (OSError, ValueError):   # the terminal or pipe went away; the demo still shuts down cleanly
+            pass
 
     # -- shutdown ------------------------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
+        # The agent and swtpm run in sessions of their own (so a terminal's Ctrl-C reaches only the demo, which
+        # then stops them in order): stop them before anything else, even when printing fails (a closed pipe).
         if self.agent is not None and self.agent.poll() is None:
             self._say("\nroost demo: stopping the agent (it flushes its outbox)...")
             self.agent.send_signal(signal.SIGTERM)
