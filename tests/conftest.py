@@ -11,12 +11,15 @@ import pytest
 _counter = itertools.count(1)
 
 
-def _worker_index() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw-1")  # "gw0", "gw1", ... under xdist
-    try:
-        return int(worker.removeprefix("gw")) + 1
-    except ValueError:
-        return 0
+def _address_block() -> int:
+    """Second octet of this process's addresses: distinct per xdist worker and per pytest process.
+
+    Two pytest runs at once (two developers' suites, or the 3.11 and 3.13 runs) must not hand out the
+    same addresses, so the process id picks the block; the xdist worker number spreads workers apart.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... under xdist
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return 20 + (os.getpid() * 7 + index) % 230
 
 
 def unique_loopback() -> str:
@@ -27,7 +30,7 @@ def unique_loopback() -> str:
     """
     for _ in range(1000):
         n = next(_counter)
-        address = f"127.{20 + _worker_index()}.{(n // 250) % 250 + 1}.{n % 250 + 1}"
+        address = f"127.{_address_block()}.{(n // 250) % 250 + 1}.{n % 250 + 1}"
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
