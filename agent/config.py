@@ -84,7 +84,8 @@ class HubConfig:
     ca_file: str = _key("", "trust anchor PEM for the hub or gateway; empty means the system trust store",
                         path=True)
     model_id: str = _key("dtmi:roost:device;1", "IoT Plug and Play model id announced when connecting")
-    sas_ttl_s: int = _key(3600, "lifetime of each SAS token the agent signs, seconds", minimum=60)
+    sas_ttl_s: int = _key(3600, "lifetime of each SAS token the agent signs, seconds (at least 180: the SDK asks "
+                                "for a new token 120 s before expiry)", minimum=1)
     renew_before_s: int = _key(300, "renew the SAS token this many seconds before it expires", minimum=10)
     connect_timeout_s: float = _key(30.0, "give up one connection attempt after this many seconds", minimum=1)
     send_timeout_s: float = _key(30.0, "give up waiting for one PUBACK after this many seconds", minimum=1)
@@ -128,10 +129,15 @@ class HealthConfig:
     cpu_temp_max_c: float = _key(80.0, "alert when the SoC is hotter than this, Celsius")
     disk_free_min_mb: float = _key(64.0, "alert when the state directory's file system has less free space",
                                    minimum=0)
-    memory_max_mb: float = _key(64.0, "alert when the agent's resident memory grows beyond this", minimum=1)
+    memory_max_mb: float = _key(160.0, "alert when the agent's resident memory grows beyond this (it runs at about "
+                                       "60 MB; well past that means a leak)", minimum=1)
     offline_max_s: float = _key(900.0, "alert (locally, queued) when the hub was unreachable this long", minimum=1)
     outbox_fill_max: float = _key(0.8, "alert when the outbox is fuller than this fraction of its bound",
                                   minimum=0, maximum=1)
+    attestation_url: str = _key("", "TPM health attestation service (https://host:port); empty turns it off. "
+                                    "Needs identity.method = tpm")
+    attestation_ca_file: str = _key("", "trust anchor PEM for the attestation service; empty means the system "
+                                        "trust store", path=True)
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,8 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     management: ManagementConfig = field(default_factory=ManagementConfig)
+    # The [update] table, checked by firmware.config.UpdateConfig; None when the file has none (no A/B updates).
+    update: Any = None
     source: str = field(default="", compare=False)   # the file it came from, for messages
 
     @property
@@ -181,7 +189,12 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)
-                             if f.name != "source"}
+                             if f.name not in ("source", "update")}
+UPDATE_SECTION = "update"
+# SDK: azure.iot.device's SasTokenStage raises on_new_sastoken_required this long before a token expires.
+SDK_TOKEN_MARGIN_S = 120
+MIN_SAS_TTL_S = 180         # leaves a token at least a minute of use before the SDK asks for the next one
+MIN_RENEW_INTERVAL_S = 60   # renewing more often than once a minute is a reconnect loop in all but name
 
 
 @dataclass(frozen=True)
@@ -253,6 +266,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None,
     problems: list[Problem] = []
     sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name == UPDATE_SECTION:
+            continue
         if name not in SECTIONS:
             problems.append(_unknown(name, name, SECTIONS))
         elif not isinstance(value, dict):
@@ -261,14 +276,83 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None,
     for name, cls in SECTIONS.items():
         table = data.get(name, {})
         sections[name] = _parse_section(cls, table if isinstance(table, dict) else {}, name, base_dir, problems)
-    if all(v is not None for v in sections.values()):
-        config = Config(**sections, source=source)
+    update = None
+    if UPDATE_SECTION in data:
+        update = _parse_update(data[UPDATE_SECTION], sections["device"], problems)
+    if all(v is not None for v in sections.values()) and (update is not None or UPDATE_SECTION not in data):
+        config = Config(**sections, update=update, source=source)
         problems += _cross_checks(config)
     else:
         config = None
     if any(not p.warning for p in problems):
         return None, problems
     return config, problems
+
+
+# Keys of [update] and what each must be; firmware.config.UpdateConfig converts and checks the rest.
+_UPDATE_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "board": (str, 'board = "rpi-4b"'), "slots": (dict, 'a [update.slots] table: a = "/dev/mmcblk0p5"'),
+    "state_dir": (str, 'state_dir = "/var/lib/roost"'), "keys_dir": (str, 'keys_dir = "/etc/roost/keys"'),
+    "boot": ((str, dict), 'an [update.boot] table: backend = "rpi-tryboot"'),
+    "boot_options": (dict, "a table of the boot backend's options"),
+    "max_failed_trials": (int, "max_failed_trials = 3"),
+    "trial_deadline": ((int, float), "trial_deadline = 300"),
+    "signature_threshold": (int, "signature_threshold = 1"),
+    "min_security_version": (int, "min_security_version = 0"),
+    "http_timeout": ((int, float), "http_timeout = 30"),
+    "health_services": (list, 'health_services = ["roost.service"]'),
+    "verify_first": (bool, "verify_first = false"),
+}
+
+
+def _parse_update(table: Any, device: DeviceConfig | None, problems: list[Problem]) -> Any:
+    """The [update] table through firmware.config.UpdateConfig, its errors as problems with key paths."""
+    from firmware.config import UpdateConfig
+    from firmware.errors import FirmwareError
+
+    if not isinstance(table, dict):
+        problems.append(Problem(UPDATE_SECTION, f"must be a table, not {_type_name(table)}",
+                                "write it as an [update] section (docs/updates.md, section 8)"))
+        return None
+    before = len(problems)
+    for key, value in table.items():
+        path = f"{UPDATE_SECTION}.{key}"
+        if key not in _UPDATE_KEYS:
+            problems.append(_unknown(path, key, _UPDATE_KEYS))
+            continue
+        kinds, example = _UPDATE_KEYS[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            problems.append(Problem(path, f"has the wrong type ({_type_name(value)} {value!r})", f"write {example}"))
+    slots = table.get("slots")
+    for name, slot in slots.items() if isinstance(slots, dict) else ():
+        if isinstance(slot, dict) and not isinstance(slot.get("path"), str):
+            problems.append(Problem(f"{UPDATE_SECTION}.slots.{name}", "needs a path",
+                                    f'write {name} = {{ path = "/dev/mmcblk0p5" }} or just {name} = "/dev/..."'))
+        elif not isinstance(slot, (str, dict)):
+            problems.append(Problem(f"{UPDATE_SECTION}.slots.{name}", f"must be a device path, not {slot!r}",
+                                    f'write {name} = "/dev/mmcblk0p5"'))
+    if len(problems) > before:
+        return None
+    state_dir = Path(device.state_dir) if device is not None else None
+    try:
+        return UpdateConfig.from_table(dict(table), state_dir=state_dir)
+    except FirmwareError as exc:
+        problems.append(Problem(_update_key_of(str(exc)), str(exc), "see docs/updates.md, section 8"))
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(Problem(UPDATE_SECTION, f"cannot be used: {type(exc).__name__}: {exc}",
+                                "see docs/updates.md, section 8"))
+    return None
+
+
+def _update_key_of(message: str) -> str:
+    """The key path an UpdateConfig error is about, found in its message (the section when none is named)."""
+    if "[update.slots]" in message:
+        return f"{UPDATE_SECTION}.slots"
+    for key in _UPDATE_KEYS:
+        if f"{key} " in message or f"] {key}" in message or message.startswith(key):
+            return f"{UPDATE_SECTION}.{key}"
+    return UPDATE_SECTION
 
 
 def _parse_section(cls: type, table: Mapping[str, Any], prefix: str, base_dir: Path | None,
@@ -404,6 +488,20 @@ def _cross_checks(config: Config) -> list[Problem]:
                                 "is required when identity.method is 'connection-string'",
                                 "write the device connection string into a 0600 file and name it here"))
     hub = config.hub
+    if hub.sas_ttl_s < MIN_SAS_TTL_S:
+        problems.append(Problem("hub.sas_ttl_s", f"{hub.sas_ttl_s} s is too short: the IoT SDK asks for a new token "
+                                f"{SDK_TOKEN_MARGIN_S} s before expiry, so the agent would renew (and re-authenticate) "
+                                "almost continuously", f"use at least {MIN_SAS_TTL_S} (3600, the default, is usual)"))
+    elif hub.renew_before_s < hub.sas_ttl_s \
+            and hub.sas_ttl_s - max(hub.renew_before_s, SDK_TOKEN_MARGIN_S) < MIN_RENEW_INTERVAL_S:
+        problems.append(Problem("hub.renew_before_s", f"with hub.sas_ttl_s = {hub.sas_ttl_s} the token would be "
+                                f"renewed every {hub.sas_ttl_s - max(hub.renew_before_s, SDK_TOKEN_MARGIN_S)} s",
+                                f"make renew_before_s at most {hub.sas_ttl_s - MIN_RENEW_INTERVAL_S} "
+                                "(a tenth of sas_ttl_s is usual)"))
+    if hub.renew_before_s < SDK_TOKEN_MARGIN_S and hub.sas_ttl_s >= MIN_SAS_TTL_S:
+        problems.append(Problem("hub.renew_before_s", f"{hub.renew_before_s} s is below the {SDK_TOKEN_MARGIN_S} s "
+                                "at which the IoT SDK already asks for a new token, so it has no effect",
+                                f"use {SDK_TOKEN_MARGIN_S} or more", warning=True))
     if hub.renew_before_s >= hub.sas_ttl_s:
         problems.append(Problem("hub.renew_before_s", f"{hub.renew_before_s} is not shorter than hub.sas_ttl_s "
                                 f"({hub.sas_ttl_s}), so every token would need renewal at once",
@@ -414,6 +512,14 @@ def _cross_checks(config: Config) -> list[Problem]:
     if hub.model_id and not hub.model_id.startswith("dtmi:"):
         problems.append(Problem("hub.model_id", f"{hub.model_id!r} is not a DTDL model id",
                                 "use the form dtmi:<org>:<name>;<version>, or empty for none"))
+    health = config.health
+    if health.attestation_url:
+        if not health.attestation_url.startswith("https://"):
+            problems.append(Problem("health.attestation_url", f"{health.attestation_url!r} is not an https URL",
+                                    "use https://host:port of the attestation service, or empty to turn it off"))
+        if ident.method != "tpm":
+            problems.append(Problem("health.attestation_url", "health attestation needs identity.method = 'tpm' "
+                                    f"(it is {ident.method!r})", "use a TPM identity, or leave attestation_url empty"))
     tel = config.telemetry
     if tel.outbox_max_bytes < 16 * tel.batch_max_bytes:
         problems.append(Problem("telemetry.outbox_max_bytes", f"{tel.outbox_max_bytes} bytes holds fewer than 16 "
@@ -429,7 +535,8 @@ def check_files_of(config: Config) -> list[Problem]:
               "connection-string": ("connection_string_file",), "tpm": ()}[ident.method]
     checks: list[tuple[str, str, bool]] = [(f"identity.{n}", getattr(ident, n), n != "cert_file") for n in needed]
     checks += [("identity.provisioning_ca_file", ident.provisioning_ca_file, False),
-               ("hub.ca_file", config.hub.ca_file, False)]
+               ("hub.ca_file", config.hub.ca_file, False),
+               ("health.attestation_ca_file", config.health.attestation_ca_file, False)]
     for key, value, secret in checks:
         if not value:
             continue
