@@ -9,6 +9,10 @@ AgentContext seam that this class implements.
 Shutdown (SIGTERM, SIGINT, or a requested reboot): sampling stops, open aggregation windows are flushed into
 the outbox, the forwarder sends partial batches for a short grace period if connected, and the outbox is
 checkpointed and closed. Anything not sent stays in the outbox for the next start.
+
+With an ``[update]`` table the daemon also drives the A/B update engine (firmware.engine): ``boot()`` once per
+start, a ``hub-connected`` trial probe, and the trial itself on an armed trial boot (commit or roll back). With
+``[health] attestation_url`` and a TPM identity it attests how the device booted after connecting.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ EX_CONFIG = 78          # sysexits: configuration error; the unit does not resta
 EX_UNAVAILABLE = 69     # a required service (state directory, hardware) is unavailable
 SHUTDOWN_GRACE_S = 5.0  # how long a stopping agent keeps sending before it leaves the rest in the outbox
 UPLINK_CLOSE_S = 12.0   # how long the SDK client gets to shut down (the uplink bounds it at 10 s itself)
+MANAGEMENT_STOP_S = 5.0  # how long cloud management gets to finish its current step at shutdown
+TRIAL_PROBE_INTERVAL_S = 1.0   # how often the trial boot's probes are polled (the deadline is trial_deadline)
+ATTESTATION_TIMEOUT_S = 30.0
 
 
 class StartupError(RuntimeError):
@@ -57,7 +64,8 @@ class Daemon:
 
     def __init__(self, config: Config, *, sensors: Sequence[SensorLike] | None = None, platform: Any = None,
                  credentials: Callable[[bool], HubCredentials] | None = None, uplink: Any = None,
-                 clock: Callable[[], float] = time.time, attach_management: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, attach_management: bool = True,
+                 update_engine: Any = None) -> None:
         self.config = config
         self.state_dir = Path(config.device.state_dir)
         self.platform = platform
@@ -74,6 +82,12 @@ class Daemon:
         self._reboot_after_stop: str | None = None
         self._background: set[asyncio.Task] = set()
         self.started_at = 0.0
+        # A/B updates: the engine (None without an [update] table), this start's BootReport, the trial's outcome.
+        self.updates: Any = update_engine
+        self.boot_report: Any = None
+        self.trial_report: Any = None
+        self.firmware_slot: str | None = None   # deviceInfo.firmwareSlot (agent.management reads it)
+        self.attestation: dict | None = None    # the last health attestation verdict
 
     # ---- AgentContext ----------------------------------------------------------------------------------------
 
@@ -130,6 +144,9 @@ class Daemon:
             asyncio.create_task(self.forwarder.run(), name="roost-forwarder"),
             asyncio.create_task(self.sensors.run(), name="roost-sampler"),
         ]
+        self._start_update_follow_up()
+        if self.config.health.attestation_url and self.config.identity.method == "tpm":
+            self._spawn(self._attest_after_connect())
         watchdog = asyncio.create_task(self._watchdog(tasks), name="roost-watchdog")
         systemd.ready(self._status_line())
         log.info("roost agent running: %d sensors, outbox %s", len(self.sensors.sensor_ids()), self.outbox.path)
@@ -166,8 +183,111 @@ class Daemon:
         self.forwarder = Forwarder(self.outbox, self.uplink, batch_max_bytes=tel.batch_max_bytes,
                                    batch_max_delay_s=tel.batch_max_delay_s, max_in_flight=tel.max_in_flight,
                                    clock=self._clock)
+        await self._boot_updates()
         if self._attach_management:
             self._attach()
+            self._register_methods()
+
+    # ---- A/B updates -----------------------------------------------------------------------------------------
+
+    async def _boot_updates(self) -> None:
+        """Reconcile the update state with what booted. A broken update setup is logged, never fatal: the
+        device keeps collecting readings, and an uncommitted trial boot falls back on the next reboot anyway."""
+        if self.updates is None and self.config.update is None:
+            return
+        from firmware.errors import FirmwareError
+        from firmware.health import connected_probe
+
+        try:
+            if self.updates is None:
+                from firmware.engine import UpdateEngine
+
+                self.updates = UpdateEngine(self.config.update)
+            self.updates.health.register("hub-connected", connected_probe(self.uplink))
+            self.boot_report = await asyncio.to_thread(self.updates.boot)
+        except (FirmwareError, OSError, ValueError) as exc:
+            log.error("A/B updates are off for this run: %s; fix the [update] table (roost config check) or the "
+                      "boot loader files it names", exc)
+            self.updates = None
+            return
+        report = self.boot_report
+        self.firmware_slot = report.slot
+        log.info("booted slot %s (%s): %s", report.slot, report.mode, report.detail)
+
+    def _start_update_follow_up(self) -> None:
+        report = self.boot_report
+        if self.updates is None or report is None:
+            return
+        if report.action == "health-check":
+            self._spawn(self._run_trial())
+        elif report.action == "reboot":
+            self._spawn(self._recovery_reboot(report.detail))
+
+    async def _run_trial(self) -> None:
+        from firmware.errors import FirmwareError
+
+        deadline = self.updates.config.trial_deadline
+        log.info("trial boot of slot %s: commit once the health probes pass (deadline %.0f s)",
+                 self.boot_report.slot, deadline)
+        try:
+            self.trial_report = await self.updates.arun_trial(deadline, min(TRIAL_PROBE_INTERVAL_S, deadline or 1.0))
+        except FirmwareError as exc:
+            log.error("trial boot of slot %s: %s", self.boot_report.slot, exc)
+            return
+        if self.trial_report.ok:
+            log.info("trial boot of slot %s passed; committed", self.boot_report.slot)
+        else:
+            log.error("trial boot of slot %s failed (%s); rolled back", self.boot_report.slot,
+                      self.trial_report.failures())
+
+    async def _recovery_reboot(self, why: str) -> None:
+        from firmware.errors import FirmwareError
+
+        log.warning("rebooting for the update engine: %s", why)
+        try:
+            await asyncio.to_thread(self.updates.reboot)
+        except FirmwareError as exc:
+            log.error("update engine reboot failed: %s", exc)
+
+    # ---- health attestation ----------------------------------------------------------------------------------
+
+    async def _attest_after_connect(self) -> None:
+        """Attest once per start, after the first connection (the service writes the verdict to the twin)."""
+        await self.uplink.wait_connected()
+        await self.attest_health()
+
+    async def attest_health(self) -> dict:
+        """Run one TPM health attestation; returns the verdict (raises IdentityError and kin on failure)."""
+        from agent.tpm.health import attest
+
+        health = self.config.health
+        ca_pem = Path(health.attestation_ca_file).read_text() if health.attestation_ca_file else None
+        try:
+            verdict = await asyncio.to_thread(attest, self.config.identity.tpm_tcti, health.attestation_url,
+                                              ca_pem=ca_pem, timeout_s=ATTESTATION_TIMEOUT_S)
+        except Exception as exc:
+            log.error("health attestation against %s failed: %s", health.attestation_url, exc)
+            raise
+        self.attestation = verdict
+        log.info("health attestation: %s", verdict.get("verdict", verdict))
+        return verdict
+
+    async def _attest_method(self, payload: Any) -> tuple[int, Any]:
+        try:
+            return 200, await self.attest_health()
+        except OSError as exc:
+            return 503, {"error": f"attestation service unreachable: {exc}",
+                         "fix": "check health.attestation_url and the network"}
+        except Exception as exc:
+            fix = getattr(exc, "fix", "") or "check health.attestation_url and the TPM"
+            return 502, {"error": f"{type(exc).__name__}: {exc}", "fix": str(fix)}
+
+    def _register_methods(self) -> None:
+        add = getattr(self.management, "add_method", None)
+        if add is None:
+            return
+        if self.config.health.attestation_url and self.config.identity.method == "tpm":
+            add("attestHealth", self._attest_method)
 
     def _open_hardware(self) -> list[SensorLike]:
         from hal.board import load_board
@@ -221,6 +341,7 @@ class Daemon:
         while self.uplink.connected and self.outbox.stats().depth and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self.forwarder.stop()
+        await self._stop_management()
         await self.uplink.stop()
         # Let both finish on their own first: the forwarder hands its acknowledgements to the outbox, and the
         # uplink shuts the SDK client down (its handler tasks live on this loop). Cancel only what overstays.
@@ -232,6 +353,16 @@ class Daemon:
             with contextlib.suppress(Exception):
                 self.platform.close()
         log.info("stopped; %d readings wait in the outbox for the next start", left.depth)
+
+    async def _stop_management(self) -> None:
+        # Before the client closes: a management step in flight (a twin report) finishes or is cancelled here.
+        stop = getattr(self.management, "stop", None)
+        if stop is None:
+            return
+        try:
+            await asyncio.wait_for(stop(), MANAGEMENT_STOP_S)
+        except Exception:
+            log.exception("cloud management did not stop cleanly")
 
     @staticmethod
     async def _cancel(tasks: Sequence[asyncio.Task]) -> None:
