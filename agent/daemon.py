@@ -253,8 +253,10 @@ class Daemon:
 
     async def _attest_after_connect(self) -> None:
         """Attest once per start, after the first connection (the service writes the verdict to the twin)."""
-        await self.uplink.wait_connected()
-        await self.attest_health()
+        while not await self.uplink.wait_connected(None):
+            await asyncio.sleep(1.0)
+        with contextlib.suppress(Exception):   # attest_health logged it; telemetry goes on regardless
+            await self.attest_health()
 
     async def attest_health(self) -> dict:
         """Run one TPM health attestation; returns the verdict (raises IdentityError and kin on failure)."""

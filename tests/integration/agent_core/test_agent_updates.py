@@ -16,7 +16,7 @@ from firmware.engine import UpdateEngine
 from firmware.state import BAD, GOOD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
-from fwrig import Rig  # noqa: E402  (the firmware tests' emulated device: slot files, boot ROM, signing keys)
+from fwrig import Rig  # (the firmware tests' emulated device: slot files, boot ROM, signing keys)
 
 
 def armed_trial_boot(tmp_path: Path) -> Rig:
