@@ -19,6 +19,7 @@ code runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -124,7 +125,8 @@ class HubUplink:
         info = await self._timed(client.get_storage_info_for_blob(blob_name), "get blob storage info")
         url = (f"https://{info['hostName']}/{info['containerName']}/{info['blobName']}{info['sasToken']}")
         register_secret(info["sasToken"])
-        ok, status, detail = await asyncio.to_thread(_put_blob, url, data, self.hub.send_timeout_s)
+        ca_pem = self._creds.ca_pem if self._creds is not None else None
+        ok, status, detail = await asyncio.to_thread(_put_blob, url, data, self.hub.send_timeout_s, ca_pem)
         await self._timed(client.notify_blob_upload_status(info["correlationId"], ok, status, detail),
                           "notify blob upload status")
         if not ok:
@@ -177,12 +179,12 @@ class HubUplink:
                 raise
             except Exception as exc:
                 self.stats.connect_failures += 1
-                self.stats.last_error = _describe(exc)
+                self.stats.last_error = await self._explain(exc)
                 if _is_auth_failure(exc):
                     self._force_reprovision = True
                 delay = backoff_delay(attempt, self.hub.backoff_base_s, self.hub.backoff_cap_s, self._rng)
                 attempt += 1
-                log.warning("cannot connect to IoT Hub (%s); next attempt in %.1f s", self.stats.last_error, delay)
+                log.warning("cannot connect to IoT Hub: %s; next attempt in %.1f s", self.stats.last_error, delay)
                 if client is not None:
                     await self._teardown(client)
                 await self._sleep_unless_stopping(delay)
@@ -194,6 +196,25 @@ class HubUplink:
                 # A short, jittered pause even after a clean drop keeps a flapping link from becoming a storm.
                 await self._sleep_unless_stopping(backoff_delay(0, self.hub.backoff_base_s,
                                                                 self.hub.backoff_cap_s, self._rng))
+
+    async def _explain(self, exc: BaseException) -> str:
+        """What went wrong, in words that say what to fix (CA, host name, network, key) when that can be told.
+
+        Only SDK connection errors are probed (one short TLS handshake to the hub): provisioning errors already
+        say what is wrong, and the credentials must be known to probe anything.
+        """
+        creds = self._creds
+        if creds is None or not _is_sdk_error(exc) or self._stopping:
+            return _describe(exc)
+        from agent.identity import describe_connect_failure
+
+        try:
+            explained = await asyncio.to_thread(describe_connect_failure, creds, exc,
+                                                timeout=min(5.0, self.hub.connect_timeout_s))
+        except Exception as probe_error:   # the explanation is a courtesy; never let it break the retry loop
+            log.debug("could not probe the connection failure: %s", _describe(probe_error))
+            return _describe(exc)
+        return str(explained)
 
     def reprovision(self) -> None:
         """Ask DPS for this device's hub again and reconnect (the hub moved, or refused the identity)."""
@@ -371,7 +392,9 @@ class HubUplink:
     async def _deliver_c2d(self, message: Any) -> None:
         assert self._c2d_handler is not None
         props = dict(message.custom_properties or {})
-        for name in ("message_id", "correlation_id", "content_type", "content_encoding", "user_id"):
+        # expiry_time_utc lets the handler drop a command that expired while it waited in the hub's queue.
+        for name in ("message_id", "correlation_id", "content_type", "content_encoding", "user_id",
+                     "expiry_time_utc"):
             value = getattr(message, name, None)
             if value:
                 props.setdefault(f"$.{name}", str(value))
@@ -446,12 +469,58 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def _put_blob(url: str, data: bytes, timeout: float) -> tuple[bool, int, str]:
+def _is_sdk_error(exc: BaseException) -> bool:
+    """An error from the IoT SDK's connect (as opposed to provisioning or credential resolution)."""
+    try:
+        from azure.iot.device import exceptions as sdk_errors
+    except ImportError:
+        return False
+    return isinstance(exc, (sdk_errors.ClientError, TimeoutError))
+
+
+def _put_blob(url: str, data: bytes, timeout: float, ca_pem: str | None = None) -> tuple[bool, int, str]:
+    """One Put Blob to the SAS URL, trusting the identity's anchors (``ca_pem``) or else the system store."""
+    import os
+    import tempfile
+
     import requests
 
-    try:
-        response = requests.put(url, data=data, timeout=timeout,
-                                headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(len(data))})
-    except requests.RequestException as exc:
-        return False, 0, type(exc).__name__
+    ca_file = None
+    # trust_env=False: REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) would otherwise replace ``verify`` for every
+    # request, and proxy variables meant for people would carry the device's upload elsewhere.
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            if ca_pem:
+                with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+                    handle.write(ca_pem)
+                    ca_file = handle.name
+            verify: str | bool = ca_file or _system_ca_bundle() or True
+            response = session.put(url, data=data, timeout=timeout, verify=verify,
+                                   headers={"x-ms-blob-type": "BlockBlob", "Content-Length": str(len(data))})
+        except requests.RequestException as exc:
+            return False, 0, _describe_request_error(exc)
+        except OSError as exc:
+            return False, 0, f"cannot write the trust anchors for the upload: {exc}"
+        finally:
+            if ca_file:
+                with contextlib.suppress(OSError):
+                    os.unlink(ca_file)
     return response.ok, response.status_code, response.reason or ""
+
+
+def _system_ca_bundle() -> str | None:
+    """The operating system's trust store (what an empty hub.ca_file means), not requests' bundled certifi."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath or None
+
+
+def _describe_request_error(exc: BaseException) -> str:
+    import requests
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ("TLS verification of the blob endpoint failed; the hub's file upload storage must chain to "
+                "hub.ca_file (or the system trust store)")
+    return type(exc).__name__
