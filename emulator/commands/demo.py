@@ -38,6 +38,23 @@ from emulator.board.readings_table import LiveTable, clock_title
 
 DEVICE = "roost-demo"
 
+
+def program(name: str, *, cwd: Path | None = None, which: Any = shutil.which) -> str:
+    """How a user in ``cwd`` runs ``name`` (roost, roost-sim): the bare name when it is on PATH, else the script
+    installed beside this interpreter (``.venv/bin/roost-sim``, relative when it lies under ``cwd``), else the
+    interpreter running the module."""
+    if which(name):
+        return name
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        base = Path.cwd() if cwd is None else Path(cwd)
+        try:
+            return shlex.quote(os.path.join(".", str(script.absolute().relative_to(base.absolute()))))
+        except ValueError:
+            return shlex.quote(str(script.absolute()))
+    module = {"roost": "agent.cli", "roost-sim": "emulator.cli"}[name]
+    return f"{shlex.quote(sys.executable)} -m {module}"
+
 # Faults --chaos picks from, per driver: ones every part of that kind can show.
 CHAOS_FAULTS = {
     "bme280": ("nack", "busy", "stuck"),
@@ -235,7 +252,7 @@ class FleetDemo:
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)   # Ctrl-C reaches the demo, which stops it cleanly
         log.close()
-        self._say(f"  agent: roost run --config {config} (pid {self.agent.pid}, log {self.log_path})")
+        self._say(f"  agent: {program('roost')} run --config {config} (pid {self.agent.pid}, log {self.log_path})")
 
     # -- the live view -------------------------------------------------------------------------------------------
 
@@ -293,11 +310,12 @@ class FleetDemo:
     def _footer(self) -> str:
         state = shlex.quote(str(self.state / "hub"))
         dev = self.device_id
+        sim = program("roost-sim")
         return "\n".join([
             "Try, from another terminal:",
-            f"  roost-sim hub twin desired {dev} '{{\"telemetryInterval\": 5}}' --state-dir {state}",
-            f"  roost-sim hub invoke {dev} identify '{{\"seconds\": 10}}' --state-dir {state}",
-            f"  roost-sim hub twin show {dev} --state-dir {state}     (the device's acknowledgements)",
+            f"  {sim} hub twin desired {dev} '{{\"telemetryInterval\": 5}}' --state-dir {state}",
+            f"  {sim} hub invoke {dev} identify '{{\"seconds\": 10}}' --state-dir {state}",
+            f"  {sim} hub twin show {dev} --state-dir {state}     (the device's acknowledgements)",
             f"Agent log: {self.log_path}    Ctrl-C stops everything; state stays in {self.state}",
         ])
 

@@ -8,8 +8,10 @@ import io
 import json
 import re
 import shlex
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -61,9 +63,12 @@ class Running:
 
 
 def printed_command(text: str, verb: str) -> list[str]:
-    line = next(line for line in text.splitlines() if f"roost-sim hub {verb} " in line)
-    command = line.strip().split("     ")[0]
-    return shlex.split(command)[1:]      # without "roost-sim"
+    line = next(line for line in text.splitlines() if f" hub {verb} " in line)
+    words = shlex.split(line.strip().split("     ")[0])
+    program = words[:words.index("hub")]
+    # What the demo printed must run as printed: on PATH, or a path to the installed script.
+    assert len(program) == 1 and (shutil.which(program[0]) or Path(program[0]).is_file()), program
+    return words[len(program):]          # without the program
 
 
 @pytest.mark.slow
@@ -100,6 +105,21 @@ def test_demo_shows_readings_at_the_hub_and_its_commands_work(tmp_path, loopback
     log = (tmp_path / "demo" / "agent" / "agent.log").read_text()
     key = (tmp_path / "demo" / "device.key").read_text().strip()
     assert key not in log
+
+
+def test_printed_commands_work_without_the_venv_on_path(tmp_path):
+    import sys
+
+    from emulator.commands.demo import program
+
+    venv_bin = Path(sys.executable).parent
+    assert program("roost-sim", which=lambda name: "/usr/bin/roost-sim") == "roost-sim"
+    project = venv_bin.parent.parent           # the directory that holds .venv
+    relative = program("roost-sim", cwd=project, which=lambda name: None)
+    assert relative == "./" + str(venv_bin.relative_to(project) / "roost-sim")     # ./.venv/bin/roost-sim
+    assert (project / relative).is_file()
+    elsewhere = program("roost-sim", cwd=tmp_path, which=lambda name: None)
+    assert elsewhere == str(venv_bin.absolute() / "roost-sim")
 
 
 def test_demo_refuses_bad_input(tmp_path, capsys):
