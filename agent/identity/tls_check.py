@@ -3,15 +3,22 @@
 The SDK reports a failed handshake as an opaque connection error. This probe repeats the handshake with
 the standard library and tells apart: unreachable, a chain that does not lead to the configured root CA
 (wrong CA), a certificate valid for other names (hostname mismatch), an expired or not-yet-valid certificate.
+
+A trusted certificate is described from what ``ssl`` already decoded; ``cryptography`` is imported only to
+describe one the handshake rejected, so a gateway device that connects fine never loads it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # OpenSSL X509_V_ERR_* codes the probe distinguishes.
 _EXPIRED = 10
@@ -48,18 +55,59 @@ def _presented_certificate(host: str, port: int, address: str, timeout: float) -
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError):
         return None
-    return x509.load_der_x509_certificate(der) if der else None
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der)
 
 
 def _names(cert: x509.Certificate | None) -> list[str]:
     if cert is None:
         return []
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return [a.value for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
     return [str(n) for n in san.get_values_for_type(x509.DNSName)] + \
         [str(n) for n in san.get_values_for_type(x509.IPAddress)]
+
+
+# The attribute names ``ssl.getpeercert()`` uses, and their RFC 4514 short forms (as cryptography prints them).
+_RFC4514_KEYS = {"commonName": "CN", "localityName": "L", "stateOrProvinceName": "ST", "organizationName": "O",
+                 "organizationalUnitName": "OU", "countryName": "C", "streetAddress": "STREET",
+                 "domainComponent": "DC", "userId": "UID"}
+
+
+def _rfc4514_value(value: str) -> str:
+    escaped = "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
+    if escaped.startswith(("#", " ")):
+        escaped = "\\" + escaped
+    if escaped.endswith(" ") and len(escaped) > 1:
+        escaped = escaped[:-1] + "\\ "
+    return escaped
+
+
+def _decoded_issuer(decoded: dict) -> str:
+    # getpeercert() lists the RDNs in certificate order; RFC 4514 writes them last first.
+    rdns = ["+".join(f"{_RFC4514_KEYS.get(key, key)}={_rfc4514_value(value)}" for key, value in rdn)
+            for rdn in decoded.get("issuer", ())]
+    return ",".join(reversed(rdns))
+
+
+def _decoded_names(decoded: dict) -> list[str]:
+    san = decoded.get("subjectAltName", ())
+    if not san:
+        return [value for rdn in decoded.get("subject", ()) for key, value in rdn if key == "commonName"]
+    # Same order as _names: DNS names first, then addresses (normalised: ssl spells IPv6 out in full).
+    return [value for kind, value in san if kind == "DNS"] + \
+        [str(ipaddress.ip_address(value.strip())) for kind, value in san if kind == "IP Address"]
+
+
+def _decoded_not_after(decoded: dict) -> str:
+    return dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(decoded["notAfter"]), dt.UTC).isoformat()
 
 
 def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address: str | None = None,
@@ -83,7 +131,7 @@ def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
+            decoded = tls.getpeercert()
     except ssl.SSLCertVerificationError as exc:
         cert = _presented_certificate(host, port, address, timeout)
         issuer = cert.issuer.rfc4514_string() if cert else "unknown"
@@ -105,10 +153,9 @@ def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address
         return TlsProbe(host, port, "tls", f"TLS handshake with {host}:{port} failed ({exc})",
                         f"check that {host}:{port} speaks TLS (MQTT over TLS on 8883)")
 
-    cert = x509.load_der_x509_certificate(der)
-    names = _names(cert)
-    issuer = cert.issuer.rfc4514_string()
-    not_after = cert.not_valid_after_utc.isoformat()
+    names = _decoded_names(decoded)
+    issuer = _decoded_issuer(decoded)
+    not_after = _decoded_not_after(decoded)
     ctx.check_hostname = True
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw, \

@@ -9,22 +9,32 @@ The configured ``hub.ca_file`` is the base set. Gateway CA rotation adds and rem
 
 Every change is validated first and the old set is kept on any error. The last anchor is never removed:
 a device without an anchor could not connect to receive the next fix.
+
+Connecting needs only the PEM bundle, which the standard library's ``ssl`` checks; ``cryptography`` (about
+8 MB resident) is imported only where a certificate's fields are read: listing, adding and removing anchors.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
 import json
+import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from typing import TYPE_CHECKING
 
 from agent.identity.errors import TrustError
 from agent.identity.secure_files import write_private
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
 MAX_PEM_BYTES = 64 * 1024
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,20 @@ class Anchor:
                 "origin": self.origin}
 
 
-def _fingerprint(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()
+def _fingerprint(der: bytes) -> str:
+    # Equal to cryptography's cert.fingerprint(SHA256()): both hash the DER encoding.
+    return hashlib.sha256(der).hexdigest()
+
+
+def certificates_der(text: str) -> list[bytes]:
+    """The DER bytes of every PEM certificate in ``text``; ValueError when a block is not base64."""
+    ders = []
+    for body in _PEM_CERTIFICATE.findall(text):
+        try:
+            ders.append(base64.b64decode("".join(body.split()), validate=True))
+        except binascii.Error:
+            raise ValueError("a PEM certificate block is not valid base64") from None
+    return ders
 
 
 def _not_after(cert: x509.Certificate) -> dt.datetime:
@@ -56,6 +78,8 @@ def parse_ca_pem(pem: str, now: dt.datetime | None = None) -> list[x509.Certific
     if len(pem.encode()) > MAX_PEM_BYTES:
         raise TrustError(f"the PEM text is larger than {MAX_PEM_BYTES} bytes",
                          "send only the root CA certificate(s)", kind="bad-pem")
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(pem.encode())
     except ValueError as exc:
@@ -81,11 +105,18 @@ def parse_ca_pem(pem: str, now: dt.datetime | None = None) -> list[x509.Certific
     return certs
 
 
-def _anchor(cert: x509.Certificate, origin: str) -> Anchor:
+def _anchor(der: bytes, origin: str) -> Anchor:
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    return Anchor(_fingerprint(der), cert.subject.rfc4514_string(), _not_after(cert).isoformat(), origin,
+                  ssl.DER_cert_to_PEM_cert(der))
+
+
+def _der(cert: x509.Certificate) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    return Anchor(_fingerprint(cert), cert.subject.rfc4514_string(), _not_after(cert).isoformat(), origin,
-                  cert.public_bytes(Encoding.PEM).decode())
+    return cert.public_bytes(Encoding.DER)
 
 
 class TrustStore:
@@ -102,55 +133,64 @@ class TrustStore:
             return set()
         return set(json.loads(path.read_text()))
 
-    def _configured(self) -> list[Anchor]:
+    def _configured(self) -> list[bytes]:
         if self.ca_file is None:
             return []
+        fix = "point hub.ca_file at the PEM root CA of your hub or gateway"
         try:
             text = self.ca_file.read_text()
-        except OSError as exc:
-            raise TrustError(f"hub.ca_file {self.ca_file} cannot be read ({exc.strerror})",
-                             "point hub.ca_file at the PEM root CA of your hub or gateway",
-                             kind="config") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+            raise TrustError(f"hub.ca_file {self.ca_file} cannot be read ({reason})", fix, kind="config") from None
         try:
-            certs = x509.load_pem_x509_certificates(text.encode())
-        except ValueError:
-            raise TrustError(f"hub.ca_file {self.ca_file} holds no PEM certificate",
-                             "point hub.ca_file at the PEM root CA of your hub or gateway", kind="config") from None
-        return [_anchor(c, "config") for c in certs]
+            ders = certificates_der(text)
+            if ders:
+                # OpenSSL parses each certificate here, so a damaged file is named now, not by the SDK later.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=b"".join(ders))
+        except (ValueError, ssl.SSLError):
+            ders = []
+        if not ders:
+            raise TrustError(f"hub.ca_file {self.ca_file} holds no PEM certificate", fix, kind="config")
+        return ders
 
-    def _added(self) -> list[Anchor]:
+    def _added(self) -> list[bytes]:
         folder = self.dir / "added"
         if not folder.is_dir():
             return []
         out = []
         for path in sorted(folder.glob("*.pem")):
-            out.extend(_anchor(c, "added") for c in x509.load_pem_x509_certificates(path.read_bytes()))
+            out.extend(certificates_der(path.read_text()))
+        return out
+
+    def _in_force(self) -> list[tuple[bytes, str]]:
+        """DER and origin of every anchor in force, configured first, without duplicates or withdrawn ones."""
+        removed = self._removed()
+        seen: set[str] = set()
+        out = []
+        for der, origin in [(d, "config") for d in self._configured()] + [(d, "added") for d in self._added()]:
+            fingerprint = _fingerprint(der)
+            if fingerprint in removed or fingerprint in seen:
+                continue
+            seen.add(fingerprint)
+            out.append((der, origin))
         return out
 
     def anchors(self) -> list[Anchor]:
         """Every anchor in force, configured first, without duplicates or withdrawn ones."""
-        removed = self._removed()
-        seen: set[str] = set()
-        out = []
-        for anchor in self._configured() + self._added():
-            if anchor.fingerprint in removed or anchor.fingerprint in seen:
-                continue
-            seen.add(anchor.fingerprint)
-            out.append(anchor)
-        return out
+        return [_anchor(der, origin) for der, origin in self._in_force()]
 
     def bundle(self) -> str | None:
         """PEM text of all anchors (the SDK's ``server_verification_cert``), or None for the system store."""
-        anchors = self.anchors()
-        if not anchors and self.ca_file is None:
+        in_force = self._in_force()
+        if not in_force and self.ca_file is None:
             return None
-        return "".join(a.pem for a in anchors)
+        return "".join(ssl.DER_cert_to_PEM_cert(der) for der, _ in in_force)
 
     # -- changing --------------------------------------------------------------------------------------
     def add(self, pem: str, now: dt.datetime | None = None) -> list[Anchor]:
         """Validate and add the CA certificate(s) in ``pem``; nothing changes if any of them is invalid."""
         certs = parse_ca_pem(pem, now)
-        added = [_anchor(c, "added") for c in certs]
+        added = [_anchor(_der(c), "added") for c in certs]
         removed = self._removed()
         for anchor in added:
             write_private(self.dir / "added" / f"{anchor.fingerprint}.pem", anchor.pem)

@@ -86,3 +86,53 @@ def test_the_anchor_in_use_is_not_withdrawn_unless_forced(make_mgmt, tmp_path, l
         assert len(mgmt.trust.anchors()) == 2
         status, _ = asyncio.run(mgmt.on_method("removeTrustedCertificate", {"fingerprint": in_use, "force": True}))
         assert status == 200 and [a.fingerprint for a in mgmt.trust.anchors()] != [in_use]
+
+
+def test_a_trusted_certificate_is_described_as_cryptography_reads_it(tmp_path, loopback_address):
+    # The probe describes a trusted chain from ssl's decoding (no cryptography at start); it must say the same.
+    from cryptography import x509
+
+    from agent.identity.tls_check import _names
+
+    pki = Pki(tmp_path / "pki")
+    cert = pki.gateway([loopback_address, "edge-gw.roost.test", "::1"])
+    with HandshakeServer(loopback_address, cert.chain_path, cert.key_path):
+        probe = probe_tls(loopback_address, 8883, pki.root().pem)
+    assert probe.ok, probe.detail
+    parsed = x509.load_pem_x509_certificates(cert.chain_path.read_bytes())[0]
+    assert probe.issuer == parsed.issuer.rfc4514_string()
+    assert probe.server_names == _names(parsed) and "::1" in probe.server_names
+    assert probe.not_after == parsed.not_valid_after_utc.isoformat()
+
+
+def test_an_issuer_with_several_attributes_and_special_characters(tmp_path, loopback_address):
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "NO"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Roost, Inc. <edge>"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "#field+lab"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "gateway 1 ")])
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(7).not_valid_before(start).not_valid_after(start + dt.timedelta(days=36500))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.roost.test"),
+                                                        x509.IPAddress(ipaddress.ip_address(loopback_address))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    (tmp_path / "gw.pem").write_text(pem)
+    (tmp_path / "gw.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    with HandshakeServer(loopback_address, tmp_path / "gw.pem", tmp_path / "gw.key"):
+        probe = probe_tls(loopback_address, 8883, pem)
+    assert probe.ok, probe.detail
+    assert probe.issuer == cert.issuer.rfc4514_string()
+    assert probe.server_names == ["gw.roost.test", loopback_address]
