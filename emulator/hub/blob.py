@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from emulator.hub.http import TLS_SHUTDOWN_TIMEOUT_S, http_date
 from emulator.hub.state import _Database, new_key
 from emulator.pki import write_secret
 
@@ -221,20 +222,20 @@ class BlobStore(_Database):
 
 # --- the HTTP side ------------------------------------------------------------------------------------------
 
-def _error_bytes(exc: BlobError, keep_alive: bool) -> bytes:
+def _error_bytes(exc: BlobError, keep_alive: bool, now: float) -> bytes:
     body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{escape(exc.code)}</Code>'
             f"<Message>{escape(exc.message)}</Message></Error>").encode()
     return _response(exc.status, body, {"Content-Type": "application/xml", "x-ms-error-code": exc.code},
-                     keep_alive)
+                     keep_alive, now)
 
 
-def _response(status: int, body: bytes, headers: dict[str, str], keep_alive: bool) -> bytes:
+def _response(status: int, body: bytes, headers: dict[str, str], keep_alive: bool, now: float) -> bytes:
     from http import HTTPStatus
 
     reason = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}",
              f"Connection: {'keep-alive' if keep_alive else 'close'}", f"x-ms-version: {STORAGE_VERSION}",
-             f"x-ms-request-id: {uuid.uuid4()}"]
+             f"x-ms-request-id: {uuid.uuid4()}", f"Date: {http_date(now)}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -248,10 +249,11 @@ class BlobServer:
         self.max_blob_bytes = max_blob_bytes
         self.on_blob = on_blob
         self.server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES)
+        self.server = await asyncio.start_server(self._serve, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES,
+                                                 ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)
 
     @property
     def port(self) -> int:
@@ -261,7 +263,8 @@ class BlobServer:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
-            for task in list(self._connections):
+            for task, writer in list(self._connections.items()):
+                writer.transport.abort()   # no close_notify wait for idle clients (see ServiceApi.stop)
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
             with contextlib.suppress(Exception):
@@ -271,14 +274,14 @@ class BlobServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             while await self._one_request(reader, writer):
                 pass
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError, asyncio.CancelledError):
             pass   # a cancelled connection (stop()) must not end as a cancelled task: see service_api
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -287,14 +290,16 @@ class BlobServer:
         except asyncio.IncompleteReadError:
             return False
         except asyncio.LimitOverrunError:
-            writer.write(_error_bytes(BlobError(431, "InvalidHeaderValue", "request headers are too large"), False))
+            writer.write(_error_bytes(BlobError(431, "InvalidHeaderValue", "request headers are too large"), False,
+                                      self.store.clock()))
             await writer.drain()
             return False
         lines = head.decode("latin-1").split("\r\n")
         try:
             method, target, _version = lines[0].split(" ")
         except ValueError:
-            writer.write(_error_bytes(BlobError(400, "InvalidUri", "malformed request line"), False))
+            writer.write(_error_bytes(BlobError(400, "InvalidUri", "malformed request line"), False,
+                                      self.store.clock()))
             await writer.drain()
             return False
         headers = {}
@@ -307,7 +312,7 @@ class BlobServer:
             response = await self._handle(method.upper(), target, headers, reader)
         except BlobError as exc:
             # A refused PUT leaves its body unread: the stream position is lost, so close after answering.
-            writer.write(_error_bytes(exc, False))
+            writer.write(_error_bytes(exc, False, self.store.clock()))
             await writer.drain()
             return False
         writer.write(response if keep_alive else response.replace(b"Connection: keep-alive", b"Connection: close", 1))
@@ -370,7 +375,7 @@ class BlobServer:
         if self.on_blob:
             self.on_blob(blob)
         return _response(201, b"", {"ETag": blob.etag, "Content-MD5": blob.md5,
-                                    "x-ms-request-server-encrypted": "false"}, True)
+                                    "x-ms-request-server-encrypted": "false"}, True, self.store.clock())
 
     async def _get(self, container: str, name: str, query: dict[str, str]) -> bytes:
         self.store.check_sas(query, container, name, "r")
@@ -380,4 +385,4 @@ class BlobServer:
         data = await asyncio.to_thread(self.store.blob_path(blob).read_bytes)
         headers = {"ETag": blob.etag, "Content-MD5": blob.md5, "Content-Type": blob.content_type,
                    "x-ms-blob-type": "BlockBlob"}
-        return _response(200, data, headers, True)
+        return _response(200, data, headers, True, self.store.clock())

@@ -292,6 +292,10 @@ def _handler(service: HealthAttestationService) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(raw)
 
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # The Date header follows the service's clock, like the emulator's other endpoints.
+            return super().date_time_string(service._clock() if timestamp is None else timestamp)
+
         def log_message(self, format: str, *args: Any) -> None:   # tests and the demo stay quiet
             pass
 
@@ -323,7 +327,7 @@ def for_emulator(emulator: Any) -> HealthAttestationService:
                 hub = emulator.hubs[registration.assigned_hub]
                 hub.state.update_twin(device_id, tags={"healthAttestation": verdict})
 
-    return HealthAttestationService(lookup, write)
+    return HealthAttestationService(lookup, write, clock=emulator.config.clock)
 
 
 def serve_for_emulator(emulator: Any, host: str, port: int = 0) -> HealthAttestationServer:

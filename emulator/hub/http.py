@@ -8,9 +8,11 @@ that status and an IoT-style ``{"errorCode", "message"}`` body.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import ssl
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,15 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
+# How long a closing TLS connection waits for the client's close_notify (asyncio's default is 30 s).
+TLS_SHUTDOWN_TIMEOUT_S = 2.0
+
+Clock = Callable[[], float]
+
+
+def http_date(now: float) -> str:
+    """``now`` (Unix time) as an RFC 7231 IMF-fixdate, e.g. ``Mon, 23 Nov 2026 15:04:05 GMT``."""
+    return email.utils.formatdate(now, usegmt=True)
 
 
 class HttpError(Exception):
@@ -60,7 +71,8 @@ class Response:
     body: Any = None                 # dict/list -> JSON, bytes as is, None -> empty
     headers: dict[str, str] = field(default_factory=dict)
 
-    def encode(self, keep_alive: bool) -> bytes:
+    def encode(self, keep_alive: bool, now: float | None = None) -> bytes:
+        """The response on the wire; its ``Date`` header is ``now`` (the server's clock, default the system's)."""
         if isinstance(self.body, bytes | bytearray):
             payload = bytes(self.body)
         elif self.body is None:
@@ -71,6 +83,8 @@ class Response:
         reason = HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else "Status"
         lines = [f"HTTP/1.1 {self.status} {reason}", f"Content-Length: {len(payload)}",
                  f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+        if not any(k.lower() == "date" for k in self.headers):
+            lines.append(f"Date: {http_date(time.time() if now is None else now)}")
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
 
@@ -122,8 +136,13 @@ def _error(exc: HttpError) -> Response:
     return Response(exc.status, body)
 
 
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler) -> None:
-    """Answer requests on one connection until the client closes it or an error ends it."""
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
+                           clock: Clock = time.time) -> None:
+    """Answer requests on one connection until the client closes it or an error ends it.
+
+    Every response carries a ``Date`` header from ``clock``, as Azure's endpoints do: clients (``roost
+    doctor``) measure their clock skew against it, and an emulator with a shifted clock shows them one.
+    """
     chain = tls.peer_chain(writer.get_extra_info("ssl_object"))
     try:
         while True:
@@ -131,7 +150,7 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 request = await _read_request(reader, chain)
             except HttpError as exc:
                 # The request could not be framed: answer, then close, since the stream position is unknown.
-                writer.write(_error(exc).encode(keep_alive=False))
+                writer.write(_error(exc).encode(keep_alive=False, now=clock()))
                 await writer.drain()
                 return
             if request is None:
@@ -144,7 +163,7 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             except Exception as exc:  # a handler bug must not take the server down
                 log.exception("HTTP handler failed")
                 response = Response(500, {"errorCode": 500000, "message": f"internal error: {type(exc).__name__}"})
-            writer.write(response.encode(keep_alive))
+            writer.write(response.encode(keep_alive, now=clock()))
             await writer.drain()
             if not keep_alive:
                 return
@@ -154,9 +173,10 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
-async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext) -> asyncio.Server:
+async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext,
+                       clock: Clock = time.time) -> asyncio.Server:
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(reader, writer, handler)
+        await serve_connection(reader, writer, handler, clock)
 
     return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES,
-                                      ssl_shutdown_timeout=2.0)
+                                      ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)

@@ -153,7 +153,7 @@ class Emulator:
             dps_address = cfg.dps_address or cfg.address
             self._https = await http.start_server(DpsHttpApi(self.dps), dps_address, cfg.dps_https_port,
                                                   server_context(str(server_cert.chain_path),
-                                                                 str(server_cert.key_path)))
+                                                                 str(server_cert.key_path)), cfg.clock)
         except OSError:
             await self.stop()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from emulator.hub.service_api import ServiceApi, ServiceOptions
 class Rig:
     """A running emulator (hub + DPS) and its service API on free ports of one loopback address."""
 
-    def __init__(self, tmp_path: Path, address: str, **options: Any) -> None:
+    def __init__(self, tmp_path: Path, address: str, clock: Callable[[], float] = time.time,
+                 **options: Any) -> None:
         options.setdefault("port", 0)
         options.setdefault("device_port", None)
         self.emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=address,
-                                                 dps_https_port=0)).start()
+                                                 dps_https_port=0, clock=clock)).start()
         try:
             self.service = ServiceApi(self.emu.emulator, ServiceOptions(**options))
             self.emu.call(self.service.start())
