@@ -1,7 +1,11 @@
 """`roost-sim hub`: the local IoT Hub + DPS emulator.
 
     roost-sim hub serve [--state-dir DIR] [--address 127.0.0.1] [--extra-hub ADDR ...] [--dps-address ADDR]
-                        [--gateway-address ADDR --gateway-hostname NAME ...] [--device ID ...] [--json]
+                        [--gateway-address ADDR --gateway-hostname NAME ...] [--device ID ...]
+                        [--health-port PORT] [--json]
+
+Beside the hub and DPS it serves the service REST API, the blob endpoint for file upload and the health
+attestation service (TPM quotes; the verdict goes into the device twin's tags).
 
 State (registry, twins, enrollments, queued C2D, the PKI) lives in --state-dir (default
 $ROOST_SIM_STATE_DIR or ~/.local/state/roost-sim/hub); restarting loses nothing.
@@ -58,6 +62,8 @@ def _register_serve(sub: Any) -> None:
     serve.add_argument("--units", type=int, default=1, help="number of units of --tier (default 1)")
     serve.add_argument("--device", action="append", default=[], metavar="ID",
                        help="make sure this SAS device exists and print its connection string (repeatable)")
+    serve.add_argument("--health-port", type=int, default=0,
+                       help="HTTPS port of the health attestation service on --address (default: any free port)")
     serve.add_argument("--json", action="store_true", help="print the connection details as one JSON line")
     admin_cli.add_serve_options(serve)
     serve.set_defaults(func=_serve)
@@ -91,6 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(emulator, args: argparse.Namespace) -> int:
+    from emulator.hub.health_attestation import serve_for_emulator  # tpm2-pytss: only when serving
+
     try:
         await emulator.start()
     except (OSError, ValueError) as exc:
@@ -102,7 +110,17 @@ async def _run(emulator, args: argparse.Namespace) -> int:
     if service is None:
         await emulator.stop()
         return 1
-    info = {**emulator.connection_info(), "service": service.info()}
+    try:
+        health = serve_for_emulator(emulator, emulator.config.address, args.health_port).start()
+    except OSError as exc:
+        print(f"roost-sim hub serve: the health attestation service cannot listen on "
+              f"{emulator.config.address}:{args.health_port}: {exc}\n  Pick another --health-port (0: any free "
+              "port).", file=sys.stderr)
+        await service.stop()
+        await emulator.stop()
+        return 1
+    service.announce_health_attestation(health.url)
+    info = {**emulator.connection_info(), "health_attestation": {"url": health.url}, "service": service.info()}
     devices = {}
     for device_id in args.device:
         device = emulator.hub.state.find_device(device_id) or emulator.hub.state.create_device(device_id)
@@ -119,6 +137,7 @@ async def _run(emulator, args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await asyncio.to_thread(health.stop)
     await service.stop()
     await emulator.stop()
     return 0
@@ -136,6 +155,8 @@ def _print_info(info: dict, devices: dict[str, str]) -> None:
     if "gateway" in info:
         gw = info["gateway"]
         lines.append(f"  gateway   mqtts://{gw['address']}:{port}   GatewayHostName={gw['hostnames'][0]}")
+    lines.append(f"  health    {info['health_attestation']['url']}/attestation/challenge   (TPM quote "
+                 "verification; verdicts land in twin tags)")
     lines.append(f"  root CA   {info['root_ca']}   (pass its PEM text as server_verification_cert)")
     for device_id, connection_string in devices.items():
         lines.append(f"  device {device_id}: {connection_string}")

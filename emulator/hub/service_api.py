@@ -133,6 +133,7 @@ class ServiceApi:
         self._initial_quotas: dict[str, dict[str, Any]] = {}
         self._routes = self._route_table()
         self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self.health_attestation_url: str | None = None
 
     # lifecycle
 
@@ -159,8 +160,7 @@ class ServiceApi:
         except OSError:
             await self.stop()
             raise
-        if self.options.write_discovery_file:
-            write_secret(Path(emulator.state_dir) / "service.json", json.dumps(self.info(), indent=2).encode())
+        self._write_discovery_file()
         log.info("service API listening: %s", {n: s.port for n, s in self._served.items()})
 
     async def _start_server(self, served: _Served, port: int, context: Any) -> asyncio.Server:
@@ -230,6 +230,15 @@ class ServiceApi:
             self.blobs.close()
             self.blobs = None
 
+    def _write_discovery_file(self) -> None:
+        if self.options.write_discovery_file:
+            write_secret(Path(self.emulator.state_dir) / "service.json", json.dumps(self.info(), indent=2).encode())
+
+    def announce_health_attestation(self, url: str) -> None:
+        """Name the health attestation service running beside this hub in info() and service.json."""
+        self.health_attestation_url = url
+        self._write_discovery_file()
+
     # what clients need
 
     def connection_string(self, hub: str | None = None, policy: str = OWNER) -> str:
@@ -256,6 +265,7 @@ class ServiceApi:
                             "devicePort": served.device_port} for name, served in self._served.items()},
             "blobEndpoint": f"https://{self.emulator.config.address}:{self.blob_server.port}"
                             if self.blob_server else None,
+            "healthAttestationUrl": self.health_attestation_url,
             "warnings": list(self.warnings),
         }
 

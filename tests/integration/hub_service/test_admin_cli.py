@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 
 import pytest
+import requests
 import servicerig
 from azure.iot.device import IoTHubDeviceClient
 from azure.iot.device import exceptions as sdk_errors
@@ -21,6 +23,13 @@ def cli(rig, *args: str, check: bool = True, timeout: float = 60) -> subprocess.
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def _tpm_public() -> bytes:
+    """A marshalled TPM2B_PUBLIC (an ECC P-256 key template) no device is enrolled with."""
+    from tpm2_pytss import TPM2B_PUBLIC, TPMT_PUBLIC
+
+    return bytes(TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.parse("ecc256")).marshal())
 
 
 def cli_json(rig, *args: str):
@@ -288,6 +297,15 @@ def test_serve_prints_the_iothubowner_connection_string_and_the_cli_uses_it(tmp_
             capture_output=True, text=True, timeout=60, env=env)
         assert created.returncode == 0, created.stderr
         assert json.loads(created.stdout)["deviceId"] == "dev1"
+        # The health attestation service runs beside it, named in the output and in service.json, and answers
+        # over TLS the emulator's root CA vouches for (an unknown EK is a 404 that says how to enroll).
+        health = info["health_attestation"]["url"]
+        assert health.startswith(f"https://{loopback_address}:")
+        assert json.loads((state_dir / "service.json").read_text())["healthAttestationUrl"] == health
+        ek = base64.b64encode(_tpm_public()).decode()
+        refused = requests.post(f"{health}/attestation/challenge", json={"endorsementKey": ek, "attestationKey": ek},
+                                verify=info["root_ca"], timeout=30)
+        assert refused.status_code == 404 and "enroll" in refused.json()["fix"]
     finally:
         server.terminate()
         server.communicate(timeout=30)
