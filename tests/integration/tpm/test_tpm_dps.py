@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient, Message
+from roost_test_support import wait_for
 
 import agent.identity
 import agent.tpm
@@ -55,14 +56,6 @@ def enroll_from_cli(emu, tcti: str, capsys, **enrollment) -> dict:
     return ek
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def connect(creds, ca_pem: str) -> IoTHubDeviceClient:
