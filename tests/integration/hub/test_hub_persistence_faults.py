@@ -33,11 +33,15 @@ def test_restart_keeps_registry_twins_enrollments_c2d_and_sessions(tmp_path, loo
     emu.call(hub.send_c2d("keeper", b"survive", properties={"p": "1"}))
     enrollment = emu.emulator.dps.state.put_enrollment(Enrollment("later", Attestation("symmetricKey")))
     root = emu.emulator.pki.root().pem
+    address, name = emu.emulator.config.address, hub.hostname
     emu.stop()
 
-    emu = hubrig.start(tmp_path, loopback_address)  # the hub is named by its address: same name, same state
+    # State belongs to the hub's name. Another test process may take the address while it is free (hubrig then
+    # moves to a fresh one), so the restart names the hub explicitly instead of relying on the address.
+    emu = hubrig.start(tmp_path, address, hub_hostname=name)
     try:
         hub = emu.emulator.hub
+        assert hub.hostname == name
         assert hub.state.get_device("keeper").primary_key == device.primary_key
         twin = hub.state.get_twin("keeper")
         assert (twin.desired, twin.tags, twin.reported) == ({"interval": 7}, {"site": "attic"}, {"fw": "2.0"})
@@ -45,7 +49,7 @@ def test_restart_keeps_registry_twins_enrollments_c2d_and_sessions(tmp_path, loo
             enrollment.attestation.primary_key
         assert emu.emulator.pki.root().pem == root
         # The session's subscription survived, so the queued message flows as soon as the device connects.
-        raw = hubrig.RawClient(hub.hostname, root)
+        raw = hubrig.RawClient(emu.emulator.config.address, root)
         ack = raw.connect_device(hub.hostname, "keeper", device.primary_key)
         assert ack == codec.Connack(0, session_present=True)
         message = raw.recv()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import sys
 import time
@@ -23,14 +24,23 @@ class Rig:
                  **options: Any) -> None:
         options.setdefault("port", 0)
         options.setdefault("device_port", None)
-        self.emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=address,
-                                                 dps_https_port=0, clock=clock)).start()
-        try:
-            self.service = ServiceApi(self.emu.emulator, ServiceOptions(**options))
-            self.emu.call(self.service.start())
-        except BaseException:
-            self.emu.stop()
-            raise
+        for attempt in range(5):
+            # A probed address can be taken by another test process before we bind it: move to a fresh one.
+            self.emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=address,
+                                                     dps_https_port=0, clock=clock))
+            try:
+                self.emu.start()
+                self.service = ServiceApi(self.emu.emulator, ServiceOptions(**options))
+                self.emu.call(self.service.start())
+                break
+            except OSError as exc:
+                self.emu.stop()
+                if exc.errno != errno.EADDRINUSE or attempt == 4:
+                    raise
+                address = unique_loopback(address)
+            except BaseException:
+                self.emu.stop()
+                raise
         self.hub = self.emu.emulator.hub
         self.address = address
         self.url = self.service.url()
