@@ -9,8 +9,8 @@ sample, so a hot device does not flood the outbox.
 
 from __future__ import annotations
 
+import os
 import resource
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +96,14 @@ class SystemProbe:
 
     def disk(self) -> tuple[float, float] | None:
         """(free MB, used percent) of the file system holding the state directory."""
+        # shutil.disk_usage's own arithmetic; statvfs directly, since shutil is not otherwise loaded at run time.
         try:
-            usage = shutil.disk_usage(self.disk_path)
+            fs = os.statvfs(self.disk_path)
         except OSError:
             return None
-        return round(usage.free / 2**20, 1), round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0
+        total, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+        used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        return round(free / 2**20, 1), round(100.0 * used / total, 1) if total else 0.0
 
     def agent_rss_mb(self) -> float:
         status = _read(self.root / "proc/self/status") or ""

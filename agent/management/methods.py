@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -325,6 +324,8 @@ class Methods:
 
 def wipe_state(state_dir: Path, keep: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Delete everything in ``state_dir`` except the top-level names in ``keep``; returns (kept, removed)."""
+    import shutil
+
     kept, removed = [], []
     if not state_dir.is_dir():
         return kept, removed
