@@ -577,9 +577,12 @@ def _rate(text: str, integer: bool = False) -> Any:
 
 def _fault_text(f: dict) -> str:
     lines = []
-    for key, label in (("withheldPubacks", "withheld PUBACKs"), ("delays", "reply delays (s)"),
-                       ("refusals", "refused connections")):
-        if f[key]:
+    shown = [("withheldPubacks", "withheld PUBACKs"), ("delays", "reply delays (s)"),
+             ("refusals", "refused connections")]
+    if f.get("delays"):   # replies released by a cleared delay leave a moment later: not worth showing
+        shown.insert(2, ("heldReplies", "replies held by a delay now"))
+    for key, label in shown:
+        if f.get(key):
             lines.append(f"{label}: " + ", ".join(f"{k}={'until cleared' if v is None else v}"
                                                    for k, v in f[key].items()))
     limits = {k: v for k, v in f["quotas"].items() if v is not None and k != "maxMessageBytes"}

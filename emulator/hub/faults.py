@@ -10,6 +10,7 @@ above the configured rate are refused with CONNACK 3 (server unavailable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -105,7 +106,9 @@ class Faults:
     withheld_pubacks: dict[str, int] = field(default_factory=dict)
     delays: dict[str | None, float] = field(default_factory=dict)
     refusals: dict[str | None, int | None] = field(default_factory=dict)   # None count: until cleared
+    held_replies: dict[str, int] = field(default_factory=dict)   # device id -> replies waiting out a delay now
     _hub: object = field(default=None, repr=False)
+    _waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set, repr=False)
 
     def drop(self, device_id: str) -> bool:
         """Close the device's connection now, as a network failure would; False if it is not connected."""
@@ -125,6 +128,41 @@ class Faults:
             self.delays[device_id] = seconds
         else:
             self.delays.pop(device_id, None)
+        self._delays_changed()
+
+    async def hold(self, device_id: str) -> None:
+        """Wait out the reply delay injected for ``device_id`` (none: return at once).
+
+        The delay is re-read whenever it changes, so lowering or clearing it releases replies already held:
+        a test can inject a long delay, see the reply held (``held_replies``), then release it, with no race
+        between the delay and its check.
+        """
+        if not self.delay_for(device_id):
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiter = (loop, asyncio.Event())
+        self._waiters.add(waiter)
+        self.held_replies[device_id] = self.held_replies.get(device_id, 0) + 1
+        try:
+            while (remaining := started + self.delay_for(device_id) - loop.time()) > 0:
+                waiter[1].clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await waiter[1].wait()
+        finally:
+            self._waiters.discard(waiter)
+            left = self.held_replies.get(device_id, 1) - 1
+            if left:
+                self.held_replies[device_id] = left
+            else:
+                self.held_replies.pop(device_id, None)
+
+    def _delays_changed(self) -> None:
+        # Faults are changed from the service API, the admin CLI or a test thread: wake held replies on their loop.
+        for loop, event in list(self._waiters):
+            with contextlib.suppress(RuntimeError):   # that loop is already closed
+                loop.call_soon_threadsafe(event.set)
 
     def expire_token(self, device_id: str) -> bool:
         """Disconnect the device as if its SAS token expired (it must reconnect with a fresh one)."""
@@ -149,9 +187,11 @@ class Faults:
         return True
 
     def clear(self) -> None:
+        """Remove every fault; replies held by a delay go out now."""
         self.withheld_pubacks.clear()
         self.delays.clear()
         self.refusals.clear()
+        self._delays_changed()
 
     def delay_for(self, device_id: str) -> float:
         return self.delays.get(device_id, self.delays.get(None, 0.0))

@@ -154,16 +154,12 @@ class DeviceSession:
 
     async def reply(self, topic: str, payload: bytes = b"", qos: int = 0) -> None:
         """Send to the device after any injected delay (ignored when the device did not subscribe)."""
-        delay = self.hub.faults.delay_for(self.device_id)
-        if delay:
-            await asyncio.sleep(delay)
+        await self.hub.faults.hold(self.device_id)
         if self.wants(topic):
             await self.conn.publish(topic, payload, qos)
 
     async def ack(self, packet_id: int) -> None:
-        delay = self.hub.faults.delay_for(self.device_id)
-        if delay:
-            await asyncio.sleep(delay)
+        await self.hub.faults.hold(self.device_id)
         self.conn.send(codec.Ack(codec.PacketType.PUBACK, packet_id))
 
     async def run(self, session_present: bool, token_expiry: float | None) -> None:

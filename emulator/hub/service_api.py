@@ -675,6 +675,7 @@ def _faults_json(hub: Hub) -> dict[str, Any]:
     faults = hub.faults
     return {"withheldPubacks": dict(faults.withheld_pubacks),
             "delays": {("*" if k is None else k): v for k, v in faults.delays.items()},
+            "heldReplies": dict(faults.held_replies),
             "refusals": {("*" if k is None else k): v for k, v in faults.refusals.items()},
             "quotas": _quota_snapshot(hub)}
 

@@ -157,14 +157,19 @@ def test_fault_withhold_puback_holds_the_send_until_redelivery(rig, device):
 
 
 def test_fault_delay_holds_replies_to_the_device(rig, device):
-    assert "dev1=5.0" in cli(rig, "fault", "delay", "5", "--device", "dev1").stdout
+    # The longest delay the API allows: the PUBACK cannot come back before `fault clear` releases it.
+    assert "dev1=300.0" in cli(rig, "fault", "delay", "300", "--device", "dev1").stdout
     sender = threading.Thread(target=device.send_message, args=("slow",))
     sender.start()
-    servicerig.wait_for(lambda: rig.hub.state.telemetry(), what="the message stored")
-    assert sender.is_alive()           # the PUBACK waits out the 5 s delay
+    servicerig.wait_for(lambda: rig.hub.faults.held_replies.get("dev1") == 1, what="the PUBACK held back")
+    assert [r.payload for r in rig.hub.state.telemetry()] == [b"slow"]    # stored, not yet acknowledged
+    assert sender.is_alive()
+    assert cli_json(rig, "fault", "list")["heldReplies"] == {"dev1": 1}
+    assert "replies held by a delay now: dev1=1" in cli(rig, "fault", "list").stdout
+    assert "no faults" in cli(rig, "fault", "clear").stdout               # releases the held PUBACK now
     sender.join(30)
     assert not sender.is_alive()
-    assert "no faults" in cli(rig, "fault", "clear").stdout
+    assert rig.hub.faults.held_replies == {}
 
 
 def test_fault_throttle_slows_acknowledgements(rig, device):
