@@ -1,7 +1,8 @@
 """The recent log lines kept in memory, for diagnostics bundles and the ``lastError`` health field.
 
-Lines pass a redaction step before they are stored: SAS tokens, keys and connection-string secrets never
-reach a bundle even when some library logged them.
+Lines pass ``agent.logging.redact`` before they are stored, the same definition of a secret the journal's
+filter uses (SAS signatures, SharedAccessKey=, PEM private keys, Authorization headers, and every exact
+secret the agent registered), so keys and tokens never reach a bundle even when some library logged them.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ import logging
 import re
 import time
 
-_SECRETS = [
-    (re.compile(r"SharedAccessSignature\s+[^\s\"']+"), "SharedAccessSignature <redacted>"),
-    (re.compile(r"(SharedAccessKey=)[^;\s\"']+"), r"\1<redacted>"),
-    (re.compile(r"(sig=)[^&\s\"']+"), r"\1<redacted>"),
-    (re.compile(r"(\"?(?:key|primaryKey|secondaryKey|password|token)\"?\s*[:=]\s*\"?)[A-Za-z0-9+/=_\-.]{8,}"),
-     r"\1<redacted>"),
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
-     "<private key redacted>"),
-]
+from agent.logging import REDACTED
+from agent.logging import redact as redact_secrets
+
+# agent.logging knows secret fields by their names (primaryKey, symmetricKey, password, ...). A bundle leaves
+# the device, so here bare "key" and "token" fields count as secrets too (the rotateDeviceKey payload's "key").
+_BARE_SECRET_FIELDS = re.compile(r"(\"?(?:key|token)\"?\s*[:=]\s*\"?)[A-Za-z0-9+/=_\-.]{8,}", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
+    """``text`` as a diagnostics bundle may carry it."""
+    return _BARE_SECRET_FIELDS.sub(r"\1" + REDACTED, redact_secrets(text))
 
 
 class LogBuffer(logging.Handler):
