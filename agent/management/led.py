@@ -29,6 +29,11 @@ class StatusLed:
     def available(self) -> bool:
         return self.pin_number is not None
 
+    @property
+    def identifying(self) -> bool:
+        """True while an identify blink runs (the LED shows the mode again once it is over)."""
+        return self._identify is not None and not self._identify.done()
+
     def _port(self) -> Any:
         if self._pin is None:
             self._pin = self._platform.pin(self.pin_number, PIN_OUT)
@@ -39,7 +44,7 @@ class StatusLed:
         if not self.available:
             raise ValueError("this board has no status LED (no gpio.status_led in its profile)")
         self.mode = mode
-        if self._identify is None or self._identify.done():
+        if not self.identifying:
             self._show_mode()
 
     def _show_mode(self) -> None:
@@ -53,7 +58,7 @@ class StatusLed:
         """Blink for ``seconds`` (a new request restarts the blinking), then go back to the mode's state."""
         if not self.available:
             raise ValueError("this board has no status LED (no gpio.status_led in its profile)")
-        if self._identify is not None and not self._identify.done():
+        if self.identifying:
             self._identify.cancel()
         self._identify = asyncio.get_running_loop().create_task(self._blink(seconds, period_s))
         return self._identify
