@@ -337,3 +337,26 @@ def test_each_hub_serves_its_own_api_and_refuses_the_others_tokens(tmp_path, loo
     finally:
         emu.call(service.stop())
         emu.stop()
+
+
+def test_stop_drops_kept_alive_connections_without_waiting_for_the_client(rig):
+    """An idle pooled client never answers a TLS close_notify; from Python 3.12 on Server.wait_closed() would
+    wait for it (30 s per connection), so stop() aborts kept-alive connections instead of closing them."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=rig.root_ca)
+    port = int(rig.url.rsplit(":", 1)[1])
+    with context.wrap_socket(socket.create_connection((rig.address, port), timeout=30), server_hostname=rig.address,
+                             suppress_ragged_eofs=False) as client:
+        client.sendall(f"GET /devices?api-version=2021-04-12 HTTP/1.1\r\nHost: {rig.address}\r\n"
+                       f"Authorization: {rig.token()}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head
+        rig.emu.call(rig.service.stop())
+        # A graceful close would send close_notify first (recv returns b""); an aborted connection just ends.
+        with pytest.raises((ssl.SSLEOFError, ConnectionResetError)):
+            while client.recv(65536):
+                pass
