@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.identity.tls_check import probe_tls, tcp_error
+
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 SKEW_WARN_S = 30.0
 SKEW_FAIL_S = 300.0
@@ -67,10 +69,7 @@ def check_dns(host: str, what: str) -> Check:
 
 
 def check_port(host: str, port: int, purpose: str, required: bool, timeout: float) -> Check:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
+    if (exc := tcp_error(host, port, timeout)) is not None:
         status = FAIL if required else WARN
         return Check(f"port {port}", status, f"{host}:{port} ({purpose}) is not reachable: {exc}",
                      f"open outbound TCP {port} to {host} in every firewall on the way"
@@ -79,8 +78,6 @@ def check_port(host: str, port: int, purpose: str, required: bool, timeout: floa
 
 
 def check_tls(target: Target, timeout: float) -> list[Check]:
-    from agent.identity.tls_check import probe_tls
-
     probe = probe_tls(target.host, 8883, target.ca_pem, timeout=timeout)
     if probe.kind == "unreachable":
         return [Check("tls chain", SKIP, "port 8883 is not reachable, so TLS was not tried", probe.fix)]
@@ -265,10 +262,7 @@ def check_tpm(config: Any, timeout: float) -> Check:
     if kind in ("swtpm", "mssim"):
         fields = dict(part.partition("=")[::2] for part in spec.split(",") if "=" in part)
         host, port = fields.get("host", "localhost"), int(fields.get("port", "2321"))
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as exc:
+        if (exc := tcp_error(host, port, timeout)) is not None:
             return Check("tpm", FAIL if needed else SKIP, f"software TPM {host}:{port} is not reachable ({exc})",
                          "start swtpm, or fix identity.tpm_tcti")
         return Check("tpm", PASS, f"software TPM answers at {host}:{port}")

@@ -109,14 +109,26 @@ def _x509_registration_id(config: Any, files: X509Files) -> str:
     return str(names[0].value)
 
 
+def _provisioning_ca_pem(config: Any) -> str | None:
+    """The PEM root CA the provisioning service is checked against (None: the system store)."""
+    path = config.identity.provisioning_ca_file
+    if not path:
+        return None
+    return read_text(path, "identity.provisioning_ca_file",
+                     "point it at the PEM root CA of the provisioning service, or leave it empty")
+
+
+def _dps_timeout(config: Any) -> float:
+    # A registration is several round trips (register, then polls while DPS assigns), so a connect timeout is
+    # not enough; a minute at least.
+    return max(60.0, 2 * float(config.hub.connect_timeout_s))
+
+
 def _resolve_dps(config: Any, state_dir: Path, force: bool) -> HubCredentials:
     from agent.identity import dps
 
     ident = config.identity
-    ca_pem = None
-    if ident.provisioning_ca_file:
-        ca_pem = read_text(ident.provisioning_ca_file, "identity.provisioning_ca_file",
-                           "point it at the PEM root CA of the provisioning service, or leave it empty")
+    ca_pem = _provisioning_ca_pem(config)
     if ident.method == "symmetric":
         reg_id = registration_id(config)
         key_b64, key_source = device_key(config, state_dir)
@@ -131,7 +143,7 @@ def _resolve_dps(config: Any, state_dir: Path, force: bool) -> HubCredentials:
 
     cached = None if force else cache.load(state_dir)
     if cached is None or cached.fingerprint != inputs:
-        timeout = max(60.0, 2 * float(config.hub.connect_timeout_s))
+        timeout = _dps_timeout(config)
         if ident.method == "symmetric":
             reg = dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
                                registration_id=reg_id, symmetric_key=key_b64, ca_pem=ca_pem, timeout_s=timeout)
@@ -170,13 +182,9 @@ def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str,
     current, _ = device_key(config, state_dir)
     if new_key_b64.strip() == current:
         raise ConfigurationError("the new device key is the key already in use", "send the enrollment's new key")
-    ca_pem = None
-    if ident.provisioning_ca_file:
-        ca_pem = read_text(ident.provisioning_ca_file, "identity.provisioning_ca_file",
-                           "point it at the PEM root CA of the provisioning service, or leave it empty")
     dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
-                 registration_id=registration_id(config), symmetric_key=new_key_b64.strip(), ca_pem=ca_pem,
-                 timeout_s=timeout_s or max(60.0, 2 * float(config.hub.connect_timeout_s)))
+                 registration_id=registration_id(config), symmetric_key=new_key_b64.strip(),
+                 ca_pem=_provisioning_ca_pem(config), timeout_s=timeout_s or _dps_timeout(config))
     install_rotated_key(state_dir, new_key_b64, current)
     cache.forget(state_dir)
 

@@ -51,18 +51,22 @@ def device_key(config: Any, state_dir: Path) -> tuple[str, str]:
         return text, "rotated"
     ident = config.identity
     if ident.symmetric_key_file:
-        text = read_text(ident.symmetric_key_file, "identity.symmetric_key_file",
-                         "write the enrollment's primary key (base64) into it").strip()
-        check_key_b64(text, f"identity.symmetric_key_file {ident.symmetric_key_file}")
-        return text, "individual"
+        key = _key_file(ident, "symmetric_key_file", "write the enrollment's primary key (base64) into it")
+        return key, "individual"
     if ident.group_key_file:
-        text = read_text(ident.group_key_file, "identity.group_key_file",
-                         "write the group enrollment's primary key (base64) into it").strip()
-        check_key_b64(text, f"identity.group_key_file {ident.group_key_file}")
+        text = _key_file(ident, "group_key_file", "write the group enrollment's primary key (base64) into it")
         derived = derive_device_key(text, registration_id(config))
         return base64.b64encode(derived).decode(), "group"
     raise ConfigurationError("symmetric identity has no key file",
                              "set identity.symmetric_key_file or identity.group_key_file")
+
+
+def _key_file(ident: Any, setting: str, fix: str) -> str:
+    """The base64 key in the file that ``identity.<setting>`` names, checked."""
+    path = getattr(ident, setting)
+    text = read_text(path, f"identity.{setting}", fix).strip()
+    check_key_b64(text, f"identity.{setting} {path}")
+    return text
 
 
 def install_rotated_key(state_dir: Path, new_key_b64: str, current_key_b64: str) -> None:

@@ -44,15 +44,30 @@ class TlsProbe:
         return self.kind == "ok"
 
 
+def tcp_error(address: str, port: int, timeout: float) -> OSError | None:
+    """None when a TCP connection to ``address:port`` opens within ``timeout``, else the reason it did not."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc
+
+
+def _handshake(ctx: ssl.SSLContext, host: str, address: str, port: int, timeout: float, *,
+               binary_form: bool = False) -> dict | bytes | None:
+    """One TLS handshake with ``address:port`` presenting ``host`` (SNI); returns the peer certificate."""
+    with socket.create_connection((address, port), timeout=timeout) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        return tls.getpeercert(binary_form=binary_form)
+
+
 def _presented_certificate(host: str, port: int, address: str, timeout: float) -> x509.Certificate | None:
     """The server's certificate fetched without verification, only to describe it in errors."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
+        der = _handshake(ctx, host, address, port, timeout, binary_form=True)
     except (OSError, ssl.SSLError):
         return None
     if not der:
@@ -118,10 +133,7 @@ def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address
     against the certificate (tests, and devices whose gateway name is not in DNS).
     """
     address = address or host
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            pass
-    except OSError as exc:
+    if (exc := tcp_error(address, port, timeout)) is not None:
         return TlsProbe(host, port, "unreachable", f"cannot open TCP {address}:{port} ({exc})",
                         f"check that {host} resolves, is up, and that port {port} is open in every firewall between")
 
@@ -129,9 +141,7 @@ def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address
     ctx.check_hostname = False   # first: only the chain, so a wrong CA and a wrong name are told apart
     where = "the configured root CA (hub.ca_file)" if ca_pem else "the system CA store"
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
-            decoded = tls.getpeercert()
+        decoded = _handshake(ctx, host, address, port, timeout)
     except ssl.SSLCertVerificationError as exc:
         cert = _presented_certificate(host, port, address, timeout)
         issuer = cert.issuer.rfc4514_string() if cert else "unknown"
@@ -158,9 +168,7 @@ def probe_tls(host: str, port: int = 8883, ca_pem: str | None = None, *, address
     not_after = _decoded_not_after(decoded)
     ctx.check_hostname = True
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host):
-            pass
+        _handshake(ctx, host, address, port, timeout)
     except ssl.SSLCertVerificationError as exc:
         if exc.verify_code == _HOSTNAME_MISMATCH or "match" in str(exc):
             return TlsProbe(host, port, "hostname-mismatch",
