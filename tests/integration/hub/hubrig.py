@@ -8,24 +8,16 @@ import ssl
 import time
 from pathlib import Path
 
+import roost_test_support
+
 from emulator.hub import codec
 from emulator.hub.sas import make_sas
 from emulator.hub.server import EmulatorConfig, EmulatorThread
 
-_address_source = None
-
-
-def set_address_source(source) -> None:
-    """Use tests/conftest.py's unique_loopback (conftest.py of this directory sets it for the session)."""
-    global _address_source
-    _address_source = source
-
 
 def unique_loopback() -> str:
-    """Another loopback address from the same allocator as the `loopback_address` fixture."""
-    if _address_source is None:
-        raise RuntimeError("hubrig.set_address_source() was not called (tests/integration/hub/conftest.py does)")
-    return _address_source()
+    """Another loopback address from the same allocator (and counter) as the `loopback_address` fixture."""
+    return roost_test_support.unique_loopback()
 
 
 def start(tmp_path: Path, address: str, **options) -> EmulatorThread:
@@ -53,15 +45,7 @@ def connection_string(emu: EmulatorThread, device_id: str) -> str:
     return f"HostName={hub.hostname};DeviceId={device_id};SharedAccessKey={device.primary_key}"
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (a deadline against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = roost_test_support.wait_for   # poll with a deadline against hangs (not a timing assertion)
 
 
 class RawClient:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
+import roost_test_support
 
 from emulator.hub.sas import make_sas
 from emulator.hub.server import EmulatorConfig, EmulatorThread
@@ -85,26 +84,10 @@ class Rig:
 
 
 def unique_loopback(taken: str) -> str:
-    """Another free loopback address (tests/conftest.py's helper, found by file: every test dir has a conftest)."""
-    root = Path(__file__).resolve().parents[2] / "conftest.py"
-    module = next((m for m in list(sys.modules.values())
-                   if getattr(m, "__file__", None) and Path(m.__file__).resolve() == root), None)
-    if module is None:
-        spec = importlib.util.spec_from_file_location("roost_tests_root_conftest", root)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["roost_tests_root_conftest"] = module
-    while (address := module.unique_loopback()) == taken:
+    """Another free loopback address than ``taken``, from the `loopback_address` fixture's allocator."""
+    while (address := roost_test_support.unique_loopback()) == taken:
         pass
     return address
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (a deadline against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = roost_test_support.wait_for   # poll with a deadline against hangs (not a timing assertion)
