@@ -315,3 +315,43 @@ def test_serve_prints_the_iothubowner_connection_string_and_the_cli_uses_it(tmp_
         server.terminate()
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def _serve(loopback_address: str, state_dir, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "ROOST_HUB_CONNECTION_STRING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "emulator.cli", "hub", "serve", "--address", loopback_address, "--dps-https-port", "0",
+         "--service-port", "0", "--state-dir", str(state_dir), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_serve_prints_the_health_attestation_url_for_people(tmp_path, loopback_address):
+    server = _serve(loopback_address, tmp_path / "served")
+    try:
+        lines = []
+        while not (line := server.stdout.readline()).startswith("Ctrl-C stops"):
+            assert line, f"serve ended early: {server.stderr.read()}"
+            lines.append(line)
+        health = [line.split()[1] for line in lines if line.split()[:1] == ["health"]]
+        assert len(health) == 1 and health[0].startswith(f"https://{loopback_address}:")
+        assert health[0].endswith("/attestation/challenge")
+        named = json.loads((tmp_path / "served" / "service.json").read_text())["healthAttestationUrl"]
+        assert health[0] == named + "/attestation/challenge"
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+
+
+def test_serve_refuses_a_health_port_in_use_and_says_which_option_to_change(tmp_path, loopback_address):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((loopback_address, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = _serve(loopback_address, tmp_path / "served", "--health-port", str(port))
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 1
+    assert f"{loopback_address}:{port}" in stderr and "--health-port" in stderr
+    assert "Traceback" not in stderr
