@@ -42,6 +42,7 @@ ST_ATTEST_QUOTE = 0x8018
 AK_REQUIRED = (TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
                | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT)
 MAX_BODY = 64 * 1024
+HANDSHAKE_TIMEOUT_S = 30.0
 
 
 class AttestationRefused(ValueError):
@@ -231,9 +232,11 @@ class HealthAttestationServer:
     def __init__(self, service: HealthAttestationService, host: str, tls: ssl.SSLContext, port: int = 0) -> None:
         self.service = service
         handler = _handler(service)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _QuietServer((host, port), handler)
         self._server.daemon_threads = True
-        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        # The handshake runs in each connection's thread (Handler.setup), not in accept(): a client that
+        # connects and stays silent must not stall everyone else's attestation.
+        self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self.host = host
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="health-attestation", daemon=True)
@@ -257,11 +260,22 @@ class HealthAttestationServer:
         self.stop()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that fails its TLS handshake or goes away is its own problem; no traceback on stderr.
+        pass
+
+
 def _handler(service: HealthAttestationService) -> type[BaseHTTPRequestHandler]:
     routes = {"/attestation/challenge": service.challenge, "/attestation/quote": service.verify}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = HANDSHAKE_TIMEOUT_S   # per socket operation: a silent client's thread ends
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.do_handshake()
 
         def do_POST(self) -> None:
             route = routes.get(self.path.split("?")[0])
