@@ -22,8 +22,12 @@ _PATTERNS = [
     (re.compile(r"(SharedAccessKey=)[^;\s\"',]+", re.IGNORECASE), r"\1" + REDACTED),
     (re.compile(r"(\"?(?:primaryKey|secondaryKey|symmetricKey|password|authenticationKey)\"?\s*[:=]\s*\"?)"
                 r"[^\"',;\s}]+", re.IGNORECASE), r"\1" + REDACTED),
-    (re.compile(r"(Authorization:?\s*['\"]?\s*(?:SharedAccessSignature|Bearer|Basic)?\s*)[^\s'\",}]+",
+    # An Authorization header as a header line or printed inside a dict ({'Authorization': 'Bearer x'}).
+    (re.compile(r"(Authorization['\"]?\s*[:=]?\s*['\"]?\s*(?:SharedAccessSignature|Bearer|Basic)?\s*)[^\s'\",}]+",
                 re.IGNORECASE), r"\1" + REDACTED),
+    # Any field named like a key or token ("key", "token", "sas_token", "deviceKey"...) with a long value:
+    # over-redacting a harmless field costs little, a leaked key costs the device's identity.
+    (re.compile(r"(\"?\b[\w-]*(?:key|token)\"?\s*[:=]\s*\"?)[A-Za-z0-9+/=_\-.%]{8,}", re.IGNORECASE), r"\1" + REDACTED),
     (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(-----END \1PRIVATE KEY-----|\Z)", re.DOTALL),
      "-----BEGIN PRIVATE KEY----- " + REDACTED + " -----END PRIVATE KEY-----"),
 ]

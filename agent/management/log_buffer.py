@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import time
 
-from agent.logging import REDACTED
-from agent.logging import redact as redact_secrets
+from agent.logging import redact
 
-# agent.logging knows secret fields by their names (primaryKey, symmetricKey, password, ...). A bundle leaves
-# the device, so here bare "key" and "token" fields count as secrets too (the rotateDeviceKey payload's "key").
-_BARE_SECRET_FIELDS = re.compile(r"(\"?(?:key|token)\"?\s*[:=]\s*\"?)[A-Za-z0-9+/=_\-.]{8,}", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` as a diagnostics bundle may carry it."""
-    return _BARE_SECRET_FIELDS.sub(r"\1" + REDACTED, redact_secrets(text))
+__all__ = ["LogBuffer", "redact"]  # a bundle's text is redacted exactly as the log is
 
 
 class LogBuffer(logging.Handler):

@@ -38,6 +38,10 @@ def test_sas_signature_is_redacted_but_the_resource_stays(captured):
     ("HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0a2V5c2VjcmV0a2V5", "c2VjcmV0a2V5c2VjcmV0a2V5"),
     ('{"primaryKey": "QUJDREVGR0hJSktMTU5PUA=="}', "QUJDREVGR0hJSktMTU5PUA=="),
     ("Authorization: SharedAccessSignature sr=x&sig=abc%2Bdef&se=1", "abc%2Bdef"),
+    ("headers {'Authorization': 'Bearer eyJhbGciOiJIUzI1NiJ9'}", "eyJhbGciOiJIUzI1NiJ9"),
+    ('{"Authorization": "SharedAccessSignature sr=h&sig=c2lnbmF0dXJl&se=9"}', "c2lnbmF0dXJl"),
+    ('rotate with {"key": "bmV3LWRldmljZS1rZXk="}', "bmV3LWRldmljZS1rZXk="),
+    ("sas_token=SharedAccessSignatureXYZ123", "SharedAccessSignatureXYZ123"),
     ("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----", "MHcCAQEEIB"),
 ])
 def test_secret_shapes_are_redacted(captured, line, secret):
