@@ -12,20 +12,33 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from typing import TYPE_CHECKING
 
 from firmware.errors import KeyFileError
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
 ALGORITHMS = ("ed25519", "ecdsa-p256")
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+
+def _asymmetric():
+    """cryptography's key modules, loaded on first use.
+
+    The daemon and every `roost` command import this module, but only signing and verifying need the
+    library (about 8 MB resident): an agent that never installs an update never loads it.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    return ec, ed25519
 
 
 def generate(algorithm: str = "ed25519") -> PrivateKey:
     """A new private key of ``algorithm`` ("ed25519" or "ecdsa-p256")."""
+    ec, ed25519 = _asymmetric()
     if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
     if algorithm == "ecdsa-p256":
@@ -34,6 +47,7 @@ def generate(algorithm: str = "ed25519") -> PrivateKey:
 
 
 def algorithm_of(key: PrivateKey | PublicKey) -> str:
+    ec, ed25519 = _asymmetric()
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
@@ -53,6 +67,7 @@ def key_id_of_der(der: bytes) -> str:
 
 
 def public_der(key: PrivateKey | PublicKey) -> bytes:
+    _, ed25519 = _asymmetric()
     public = key.public_key() if hasattr(key, "private_bytes") else key
     if isinstance(public, ed25519.Ed25519PublicKey):
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -66,6 +81,7 @@ def key_id(key: PrivateKey | PublicKey) -> str:
 
 
 def public_from_der(der: bytes, where: object) -> PublicKey:
+    ec, ed25519 = _asymmetric()
     try:
         if len(der) == len(_SPKI_ED25519) + 32 and der.startswith(_SPKI_ED25519):
             return ed25519.Ed25519PublicKey.from_public_bytes(der[len(_SPKI_ED25519):])
@@ -151,12 +167,18 @@ def _load_public_der(path: Path) -> tuple[PublicKey, bytes]:
 
 
 def sign(key: PrivateKey, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    ec, ed25519 = _asymmetric()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(data)
     return key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
 def verify(key: PublicKey, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+
+    ec, ed25519 = _asymmetric()
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
