@@ -8,26 +8,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import mgmtrig
-
-
-def _root_conftest():
-    # tests/conftest.py is imported by pytest under the name "conftest", which this file shadows.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("roost_tests_conftest", Path(__file__).parents[2] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from roost_test_support import unique_loopback
 
 
 @pytest.fixture
 def second_loopback(loopback_address) -> str:
     """Another loopback address of this test's own (a gateway beside the hub)."""
-    root = next((m for m in sys.modules.values() if getattr(m, "__file__", None)
-                 and Path(m.__file__) == Path(__file__).parents[2] / "conftest.py"), None) or _root_conftest()
-    while (address := root.unique_loopback()) == loopback_address:
-        pass
-    return address
+    return unique_loopback()
 
 
 @pytest.fixture

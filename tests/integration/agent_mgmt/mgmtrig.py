@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 from pathlib import Path
+
+import roost_test_support as support
 
 from agent.config import parse_config
 from emulator.hub.server import EmulatorConfig, EmulatorThread
@@ -58,13 +59,7 @@ def config(tmp_path: Path, emu: EmulatorThread, identity: dict, *, hub: dict | N
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     """Poll until ``predicate()`` is truthy: a deadline against hangs, not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return support.wait_for(predicate, timeout, what, poll_s=0.02)
 
 
 def sdk_connect(creds, timeout: float = 15.0):
