@@ -127,15 +127,16 @@ async def _run(emulator, args: argparse.Namespace) -> int:
         if device.primary_key:
             devices[device_id] = (f"HostName={info['hub']};DeviceId={device_id};"
                                   f"SharedAccessKey={device.primary_key}")
-    if args.json:
-        print(json.dumps({**info, "devices": devices}), flush=True)
-    else:
-        _print_info(info, devices)
+    # Handlers first: whoever reads the details may signal at once, and must get a clean stop, not a kill.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if args.json:
+        print(json.dumps({**info, "devices": devices}), flush=True)
+    else:
+        _print_info(info, devices)
     await stop.wait()
     await asyncio.to_thread(health.stop)
     await service.stop()

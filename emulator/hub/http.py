@@ -173,10 +173,48 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
+class Connections:
+    """The open connections of one or more servers, so that stopping can end kept-alive ones at once.
+
+    A graceful TLS close waits for the client's close_notify, which an idle pooled client never sends, and
+    from Python 3.12 on ``Server.wait_closed()`` waits for every connection: so :meth:`abort_all` aborts.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
+                    clock: Clock = time.time) -> None:
+        """:func:`serve_connection`, tracked until it ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = writer
+        try:
+            await serve_connection(reader, writer, handler, clock)
+        except asyncio.CancelledError:
+            # abort_all() cancels; the task must not finish cancelled, or asyncio's stream callback
+            # (Python 3.11) reports the CancelledError as an unhandled error.
+            writer.close()
+        finally:
+            self._open.pop(task, None)
+
+    async def abort_all(self) -> None:
+        for task, writer in list(self._open.items()):
+            writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
+
+
 async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext,
-                       clock: Clock = time.time) -> asyncio.Server:
+                       clock: Clock = time.time, connections: Connections | None = None) -> asyncio.Server:
+    """Serve ``handler`` over HTTPS; pass ``connections`` to be able to end open connections later."""
+    tracked = connections if connections is not None else Connections()
+
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(reader, writer, handler, clock)
+        await tracked.serve(reader, writer, handler, clock)
 
     return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES,
                                       ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)

@@ -95,6 +95,7 @@ class Emulator:
         self.dps: Dps | None = None
         self._listeners: list[_Listener] = []
         self._https: asyncio.Server | None = None
+        self._https_connections = http.Connections()
         self._connections: dict[asyncio.Task, MqttConnection] = {}
         self.started = False
 
@@ -153,7 +154,8 @@ class Emulator:
             dps_address = cfg.dps_address or cfg.address
             self._https = await http.start_server(DpsHttpApi(self.dps), dps_address, cfg.dps_https_port,
                                                   server_context(str(server_cert.chain_path),
-                                                                 str(server_cert.key_path)), cfg.clock)
+                                                                 str(server_cert.key_path)), cfg.clock,
+                                                  self._https_connections)
         except OSError:
             await self.stop()
             raise
@@ -210,6 +212,7 @@ class Emulator:
                 lst.server.close()
         if self._https:
             self._https.close()
+        await self._https_connections.abort_all()
         for hub in self.hubs.values():
             await hub.close_all("emulator stopping")
         for task, conn in list(self._connections.items()):

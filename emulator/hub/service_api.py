@@ -132,7 +132,7 @@ class ServiceApi:
         self._served: dict[str, _Served] = {}
         self._initial_quotas: dict[str, dict[str, Any]] = {}
         self._routes = self._route_table()
-        self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self._open = http.Connections()
         self.health_attestation_url: str | None = None
 
     # lifecycle
@@ -168,21 +168,8 @@ class ServiceApi:
         async def handler(request: Request) -> Response:
             return await self.handle(served, request)
 
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._open[task] = writer
-            try:
-                await http.serve_connection(reader, writer, handler, self.emulator.config.clock)
-            except asyncio.CancelledError:
-                # stop() ends kept-alive connections; the task must not finish cancelled, or asyncio's
-                # stream callback (Python 3.11) reports the CancelledError as an unhandled error.
-                writer.close()
-            finally:
-                self._open.pop(task, None)
-
-        return await asyncio.start_server(on_connect, served.address, port, ssl=context,
-                                          limit=http.MAX_HEADER_BYTES, ssl_shutdown_timeout=http.TLS_SHUTDOWN_TIMEOUT_S)
+        return await http.start_server(handler, served.address, port, context, self.emulator.config.clock,
+                                       self._open)
 
     async def _listen(self, served: _Served, context: Any) -> None:
         port = self.options.port
@@ -213,12 +200,7 @@ class ServiceApi:
         for served in self._served.values():
             for server in served.servers:
                 server.close()
-        # Abort kept-alive connections: a graceful TLS close waits for the client's close_notify, which an idle
-        # pooled client never sends, and from Python 3.12 on Server.wait_closed() waits for every connection.
-        for task, writer in list(self._open.items()):
-            writer.transport.abort()
-            task.cancel()
-        await asyncio.gather(*self._open, return_exceptions=True)
+        await self._open.abort_all()   # kept-alive connections too (see http.Connections)
         for served in self._served.values():
             for server in served.servers:
                 with contextlib.suppress(Exception):

@@ -10,6 +10,8 @@ import pytest
 import servicerig
 from azure.iot.device import IoTHubDeviceClient, Message
 
+from emulator.hub.server import EmulatorConfig, EmulatorThread
+
 
 def _error(response) -> tuple[int, str, str]:
     body = response.json()
@@ -339,24 +341,49 @@ def test_each_hub_serves_its_own_api_and_refuses_the_others_tokens(tmp_path, loo
         emu.stop()
 
 
-def test_stop_drops_kept_alive_connections_without_waiting_for_the_client(rig):
-    """An idle pooled client never answers a TLS close_notify; from Python 3.12 on Server.wait_closed() would
-    wait for it (30 s per connection), so stop() aborts kept-alive connections instead of closing them."""
+def _kept_alive(host: str, port: int, ca_file: str, request: str, headers: dict[str, str] | None = None):
+    """A TLS client that sent one request and read its answer's head, its connection left open (kept alive)."""
     import socket
     import ssl
 
-    context = ssl.create_default_context(cafile=rig.root_ca)
+    context = ssl.create_default_context(cafile=ca_file)
+    client = context.wrap_socket(socket.create_connection((host, port), timeout=30), server_hostname=host,
+                                 suppress_ragged_eofs=False)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    client.sendall(f"{request} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += client.recv(65536)
+    assert b"Connection: keep-alive" in head, head
+    return client
+
+
+def _assert_aborted(client) -> None:
+    """A graceful close would send close_notify first (recv returns b""); an aborted connection just ends."""
+    import ssl
+
+    with client, pytest.raises((ssl.SSLEOFError, ConnectionResetError)):
+        while client.recv(65536):
+            pass
+
+
+def test_stop_drops_kept_alive_connections_without_waiting_for_the_client(rig):
+    """An idle pooled client never answers a TLS close_notify; from Python 3.12 on Server.wait_closed() would
+    wait for it (30 s per connection), so stop() aborts kept-alive connections instead of closing them."""
     port = int(rig.url.rsplit(":", 1)[1])
-    with context.wrap_socket(socket.create_connection((rig.address, port), timeout=30), server_hostname=rig.address,
-                             suppress_ragged_eofs=False) as client:
-        client.sendall(f"GET /devices?api-version=2021-04-12 HTTP/1.1\r\nHost: {rig.address}\r\n"
-                       f"Authorization: {rig.token()}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.recv(65536)
-        assert head.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive" in head
-        rig.emu.call(rig.service.stop())
-        # A graceful close would send close_notify first (recv returns b""); an aborted connection just ends.
-        with pytest.raises((ssl.SSLEOFError, ConnectionResetError)):
-            while client.recv(65536):
-                pass
+    client = _kept_alive(rig.address, port, rig.root_ca, "GET /devices?api-version=2021-04-12",
+                         {"Authorization": rig.token()})
+    rig.emu.call(rig.service.stop())
+    _assert_aborted(client)
+
+
+def test_emulator_stop_drops_kept_alive_dps_rest_connections(tmp_path, loopback_address):
+    emu = EmulatorThread(EmulatorConfig(state_dir=tmp_path / "state", address=loopback_address,
+                                        dps_https_port=0)).start()
+    try:
+        scope = emu.emulator.config.id_scope
+        client = _kept_alive(loopback_address, emu.emulator.dps_https_port, str(emu.emulator.pki.root().cert_path),
+                             f"PUT /{scope}/registrations/dev1/register")     # 400: no api-version, kept alive
+    finally:
+        emu.stop()
+    _assert_aborted(client)
