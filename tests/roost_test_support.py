@@ -5,16 +5,35 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 
 _counter = itertools.count(1)
+# Locks on the addresses this process handed out, held until it exits (the kernel drops them then).
+_held: list[int] = []
+_LOCK_DIR = Path(tempfile.gettempdir()) / "roost-test-addresses"
+
+
+def _claim(address: str) -> bool:
+    """Take ``address`` for this process unless another pytest process holds it."""
+    _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(_LOCK_DIR / address, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
 
 
 def _address_block() -> int:
@@ -29,14 +48,18 @@ def _address_block() -> int:
 
 
 def unique_loopback() -> str:
-    """A loopback address no other test (nor xdist worker) in this run uses.
+    """A loopback address no other test, xdist worker or concurrent pytest process uses.
 
     The Azure IoT SDK hard-codes port 8883, so parallel hub emulators cannot share 127.0.0.1;
     each one binds its own 127.x.y.z instead (any 127/8 address works on Linux without setup).
+    A free port at this instant is not enough (another process may take it before the test binds),
+    so each address is also claimed with a lock file that this process holds until it exits.
     """
     for _ in range(1000):
         n = next(_counter)
         address = f"127.{_address_block()}.{(n // 250) % 250 + 1}.{n % 250 + 1}"
+        if not _claim(address):
+            continue
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
