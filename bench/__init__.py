@@ -11,6 +11,9 @@ baseline measured in the same run, so the number that matters is a ratio, not a 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 
 def figure(value: float, unit: str, *, baseline: float | None = None, baseline_name: str = "",
            goal: str = "", higher_is_better: bool = True, **extra: object) -> dict:
@@ -24,3 +27,17 @@ def figure(value: float, unit: str, *, baseline: float | None = None, baseline_n
         out["goal"] = goal
     out.update(extra)
     return out
+
+
+def rate(func: Callable[[], object], seconds: float = 1.5) -> float:
+    """Calls per second of ``func`` over about ``seconds``, best of three rounds (the least disturbed one)."""
+    best = 0.0
+    for _ in range(3):
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds / 3
+        while time.perf_counter() < deadline:
+            func()
+            count += 1
+        best = max(best, count / (time.perf_counter() - start))
+    return best

@@ -11,8 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import random
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -23,25 +21,12 @@ import time
 from pathlib import Path
 
 from bench import figure
+from emulator.hub.server import free_loopback_address
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "bench-dev"
 
 
-def _free_loopback() -> str:
-    rng = random.Random()
-    for _ in range(500):
-        address = f"127.{rng.randint(40, 60)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}"
-        ok = True
-        for port in (8883, 8443):
-            with socket.socket() as probe:
-                try:
-                    probe.bind((address, port))
-                except OSError:
-                    ok = False
-        if ok:
-            return address
-    raise RuntimeError("no free loopback address")
 
 
 _HUB_PROCESS = textwrap.dedent("""
@@ -64,7 +49,8 @@ class _Hub:
     """The hub emulator in a process of its own, as a real hub would be: it never competes for this GIL."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _HUB_PROCESS, str(state_dir), _free_loopback(), DEVICE],
+        address = free_loopback_address(ports=(8883, 8443), second_octets=range(40, 61))
+        self.proc = subprocess.Popen([sys.executable, "-c", _HUB_PROCESS, str(state_dir), address, DEVICE],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line:

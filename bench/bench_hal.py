@@ -18,27 +18,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench import figure
+from bench import figure, rate
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _rate(func, seconds: float = 1.5) -> float:
-    """Calls per second of ``func`` over about ``seconds``, best of three rounds."""
-    best = 0.0
-    for _ in range(3):
-        count = 0
-        start = time.perf_counter()
-        deadline = start + seconds / 3
-        while time.perf_counter() < deadline:
-            func()
-            count += 1
-        best = max(best, count / (time.perf_counter() - start))
-    return best
 
 
 def bench_bme280() -> dict:
@@ -53,7 +40,7 @@ def bench_bme280() -> dict:
         i2c = platform.i2c("i2c1")
         sensor = BME280(i2c, address=0x76, clock=platform.clock)
         sensor.read()  # calibration and configuration, once
-        driver = _rate(sensor.read)
+        driver = rate(sensor.read)
         smbus = i2c.smbus
         clock = platform.clock
 
@@ -63,7 +50,7 @@ def bench_bme280() -> dict:
             smbus.i2c_rdwr(i2c_msg.write(0x76, b"\xf3"), i2c_msg.read(0x76, 1))
             smbus.i2c_rdwr(i2c_msg.write(0x76, b"\xf7"), i2c_msg.read(0x76, 8))
 
-        baseline = _rate(raw)
+        baseline = rate(raw)
     return figure(driver, "reads/s", baseline=baseline, baseline_name="raw smbus2 i2c_rdwr, same 3 transfers",
                   goal=">= 0.5")
 
@@ -106,8 +93,8 @@ def bench_pms5003() -> dict:
     driver.feed(stream)
     if driver.frames != expected:
         raise RuntimeError(f"parser disagreement: driver {driver.frames} frames, reference {expected}")
-    driver_rate = _rate(lambda: driver.feed(stream)) * len(stream)
-    baseline = _rate(lambda: _naive_pms(stream)) * len(stream)
+    driver_rate = rate(lambda: driver.feed(stream)) * len(stream)
+    baseline = rate(lambda: _naive_pms(stream)) * len(stream)
     return figure(driver_rate, "bytes/s", baseline=baseline, baseline_name="bytes.find + sum reference parser",
                   frames=expected, line_rate_9600_baud=960)
 
@@ -130,8 +117,8 @@ def bench_nmea() -> dict:
 
     if gps.feed(stream) != naive():
         raise RuntimeError("NMEA parser disagreement")
-    driver_rate = _rate(lambda: gps.feed(stream)) * len(stream)
-    baseline = _rate(naive) * len(stream)
+    driver_rate = rate(lambda: gps.feed(stream)) * len(stream)
+    baseline = rate(naive) * len(stream)
     return figure(driver_rate, "bytes/s", baseline=baseline, baseline_name="split + checksum reference",
                   line_rate_9600_baud=960)
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import bench
+from emulator.hub.server import free_loopback_address
 
 CLIENTS = 100
 WORKERS = 4
@@ -33,21 +34,6 @@ MESSAGES_ONE = 1000
 MESSAGES_EACH = 100
 
 
-def _free_address() -> str:
-    """A 127.77.x.y address whose port 8883 nobody uses (the SDK always connects to 8883)."""
-    import random
-    import socket
-
-    rng = random.Random(os.getpid())
-    for _ in range(200):
-        address = f"127.77.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, 8883))
-            except OSError:
-                continue
-        return address
-    raise RuntimeError("no free loopback address for port 8883")
 
 
 def _rss_kb(pid: int) -> int:
@@ -228,7 +214,7 @@ def run() -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="roost-bench-hub-") as tmp:
         state_dir = Path(tmp) / "state"
-        address = _free_address()
+        address = free_loopback_address(second_octets=range(77, 78))
         baseline_start = min(_interpreter_start() for _ in range(3))
         starts = []
         for attempt in range(3):

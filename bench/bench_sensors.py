@@ -17,23 +17,8 @@ import fcntl
 import os
 import struct
 import termios
-import time
 
-from bench import figure
-
-
-def _rate(func, seconds: float = 1.2) -> float:
-    """Calls per second of ``func`` over about ``seconds``, best of three rounds."""
-    best = 0.0
-    for _ in range(3):
-        count = 0
-        start = time.perf_counter()
-        deadline = start + seconds / 3
-        while time.perf_counter() < deadline:
-            func()
-            count += 1
-        best = max(best, count / (time.perf_counter() - start))
-    return best
+from bench import figure, rate
 
 
 def bench_reads() -> dict:
@@ -48,19 +33,19 @@ def bench_reads() -> dict:
     with EmulatedPlatform(board, clock=EmulatorClock(), uart_period_s=3600, seed=2) as platform:
         sensors = {s.id: s for s in open_sensors(board, platform) if s.bus_spec.kind == "i2c"}
         smbus = platform.i2c("i2c1").smbus
-        baseline = _rate(lambda: smbus.read_byte_data(0x76, 0xD0))
+        baseline = rate(lambda: smbus.read_byte_data(0x76, 0xD0), 1.2)
         for sensor_id, sensor in sensors.items():
             first = sensor.read()
             if not first.ok:
                 raise RuntimeError(f"{sensor_id} does not read on the emulator: {first.error}")
-            rate = _rate(sensor.read)
+            reads = rate(sensor.read, 1.2)
             results[f"{sensor_id}_reads"] = figure(
-                rate, "reads/s", baseline=baseline, baseline_name="raw emulated smbus2 read_byte_data",
+                reads, "reads/s", baseline=baseline, baseline_name="raw emulated smbus2 read_byte_data",
                 chip=sensor.chip, driver_options=dict(sensor.spec.options))
         syscall_fd, other = os.openpty()
         try:
             winsize = bytearray(8)
-            syscalls = _rate(lambda: fcntl.ioctl(syscall_fd, termios.TIOCGWINSZ, winsize))
+            syscalls = rate(lambda: fcntl.ioctl(syscall_fd, termios.TIOCGWINSZ, winsize), 1.2)
         finally:
             os.close(syscall_fd)
             os.close(other)
@@ -99,8 +84,8 @@ def bench_decode() -> dict:
     results = {}
     for name, func, raw, layout in (("bme280_decode", bme280_decode, data, ">8B"),
                                     ("sht4x_decode", sht4x_decode, answer, ">HBHB")):
-        cost = 1e6 / _rate(func)
-        unpack = 1e6 / _rate(lambda raw=raw, layout=layout: struct.unpack(layout, raw))
+        cost = 1e6 / rate(func, 1.2)
+        unpack = 1e6 / rate(lambda raw=raw, layout=layout: struct.unpack(layout, raw), 1.2)
         results[name] = figure(cost, "us/reading", baseline=unpack, baseline_name=f"struct.unpack({layout!r})",
                                higher_is_better=False)
     return results

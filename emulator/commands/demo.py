@@ -26,7 +26,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.board.readings_table import LiveTable, clock_title
+from emulator.hub.server import free_loopback_address
 
 DEVICE = "roost-demo"
 
@@ -361,16 +361,10 @@ def _tpm_available() -> bool:
 
 
 def _free_loopback() -> str:
-    rng = random.Random()
-    for _ in range(200):
-        address = f"127.{rng.randint(100, 199)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, 8883))
-            except OSError:
-                continue
-        return address
-    raise DemoError("no free loopback address for port 8883; pass --address")
+    try:
+        return free_loopback_address()
+    except RuntimeError as exc:
+        raise DemoError(f"{exc}; pass --address") from None
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -39,6 +41,28 @@ CONNECT_TIMEOUT_S = 10.0
 _PACKET_OVERHEAD = 70_000
 # How long a closing TLS connection waits for the peer's close_notify (asyncio's default is 30 s).
 _TLS_SHUTDOWN_TIMEOUT_S = 2.0  # topic (at most 65535 bytes) and header around a maximal message
+
+
+def free_loopback_address(ports: tuple[int, ...] = (8883,), second_octets: range = range(100, 200)) -> str:
+    """A random 127.x.y.z address whose ``ports`` are all free at this moment.
+
+    The Azure IoT SDK always connects to port 8883, so each emulator run (a demo, a benchmark) beside others
+    needs an address of its own; any 127/8 address works on Linux without setup.
+    """
+    rng = random.Random()
+    for _ in range(500):
+        address = f"127.{rng.choice(second_octets)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}"
+        free = True
+        for port in ports:
+            with socket.socket() as probe:
+                try:
+                    probe.bind((address, port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return address
+    raise RuntimeError(f"no loopback address with ports {ports} free")
 
 
 def default_state_dir() -> Path:
