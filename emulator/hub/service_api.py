@@ -699,30 +699,27 @@ def _if_match(request: Request) -> str | None:
     return value.strip('"') or None
 
 
-def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+def _number_param(query: dict[str, str], name: str, default: float, low: float, high: float, kind: type = float):
+    """Query parameter ``name`` as ``kind`` (int or float) within low..high; absent or empty gives ``default``."""
     raw = query.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ServiceError(400, f"query parameter {name}={raw[:40]!r} is not an integer", "ArgumentInvalid") from None
+        what = "an integer" if kind is int else "a number"
+        raise ServiceError(400, f"query parameter {name}={raw[:40]!r} is not {what}", "ArgumentInvalid") from None
     if not low <= value <= high:
         raise ServiceError(400, f"query parameter {name}={value} is outside {low}..{high}", "ArgumentInvalid")
     return value
+
+
+def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    return _number_param(query, name, default, low, high, int)
 
 
 def _float_param(query: dict[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ServiceError(400, f"query parameter {name}={raw[:40]!r} is not a number", "ArgumentInvalid") from None
-    if not low <= value <= high:
-        raise ServiceError(400, f"query parameter {name}={value} is outside {low}..{high}", "ArgumentInvalid")
-    return value
+    return _number_param(query, name, default, low, high, float)
 
 
 def _int_header(headers: dict[str, str], name: str, default: int, low: int, high: int) -> int:
