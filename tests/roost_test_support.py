@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import http.server
 import itertools
 import os
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -79,3 +82,25 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
             return value
         time.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def head_server(address: str) -> Iterator[str]:
+    """An HTTP server on ``address`` answering HEAD with 200 (its Date header is a clock reference); yields its URL."""
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer((address, 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{address}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import mgmtrig
-from roost_test_support import unique_loopback
+from roost_test_support import head_server, unique_loopback
 
 
 @pytest.fixture
@@ -27,20 +27,5 @@ def emu(tmp_path, loopback_address):
 @pytest.fixture
 def time_url(loopback_address):
     """A web server whose Date header is the clock reference (the emulator's HTTPS sends none)."""
-    import http.server
-    import threading
-
-    class Quiet(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer((loopback_address, 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{loopback_address}:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with head_server(loopback_address) as url:
+        yield url

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 
 import pytest
 from mgmt_tls_server import HandshakeServer
+from roost_test_support import head_server
 
 from agent import doctor
 from agent.cli import main
@@ -20,20 +19,8 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 
 @pytest.fixture
 def web(loopback_address):
-    class Quiet(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer((loopback_address, 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{loopback_address}:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with head_server(loopback_address) as url:
+        yield url
 
 
 def write_config(tmp_path, host, ca_file, extra=""):
