@@ -204,7 +204,7 @@ class Forwarder:
         self.billed_units = 0
         self._wakeup = asyncio.Event()
         self._claim_lock = asyncio.Lock()
-        self._acks: set[asyncio.Task] = set()
+        self._refills: set[asyncio.Task] = set()
         self._refilling = False
         self._ready: collections.deque[list[Item]] = collections.deque()   # claimed, not yet taken by a worker
         self._stopping = False
@@ -222,8 +222,9 @@ class Forwarder:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*self._refills, return_exceptions=True)
             # Acknowledgements already received must reach the outbox, or those batches are sent twice.
-            await asyncio.gather(*self._acks, return_exceptions=True)
+            await self.outbox.aflush_acks()
 
     def stop(self) -> None:
         self._stopping = True
@@ -254,9 +255,7 @@ class Forwarder:
                     await self.uplink.wait_connected(timeout=1.0)
             self.billed_units += batch.billed_units
             # The worker moves on to its next batch while the outbox thread deletes this one (acks coalesce).
-            ack = asyncio.create_task(self.outbox.aack(batch.seqs))
-            self._acks.add(ack)
-            ack.add_done_callback(self._acks.discard)
+            self.outbox.ack_soon(batch.seqs)
 
     async def _next_batch(self) -> list[Item]:
         """Wait until a batch is worth sending, then claim it (one worker decides and claims at a time)."""
@@ -314,5 +313,5 @@ class Forwarder:
                 self._refilling = False
 
         task = asyncio.create_task(refill())
-        self._acks.add(task)      # awaited at shutdown like the acks
-        task.add_done_callback(self._acks.discard)
+        self._refills.add(task)      # awaited at shutdown
+        task.add_done_callback(self._refills.discard)

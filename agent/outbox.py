@@ -118,7 +118,9 @@ class Outbox:
         self._disk_full_logged = False
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
-        self._ack_queue: collections.deque[tuple[list[int], int]] = collections.deque()
+        self._ack_queue: list[tuple[list[int], int]] = []
+        self._ack_mutex = threading.Lock()     # guards _ack_queue and _ack_draining across the loop and thread
+        self._ack_draining = False
         self._write_queue: collections.deque[_Entry] = collections.deque()
         self._counters_saved = 0.0
 
@@ -164,6 +166,7 @@ class Outbox:
             if self._db is None:
                 return
             self._flush_spill()
+            self._drain_acks()      # PUBACKs already received: those readings must not be sent again
             self._persist_counters()
             if self._spill:
                 log.error("outbox closing with %d readings that could not be stored (disk full): they are lost",
@@ -456,11 +459,14 @@ class Outbox:
 
     # ---- the same, off the event loop ------------------------------------------------------------------------
 
-    async def _run(self, fn, *args):
+    def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
             # One thread: SQLite calls stay serialized and in order, and fsyncs never block the event loop.
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-outbox")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return self._executor
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn, *args)
 
     async def run_in_thread(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the outbox thread (for several outbox calls in one hop)."""
@@ -487,19 +493,41 @@ class Outbox:
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
         return await self._run(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
 
+    def ack_soon(self, seqs: list[int], messages: int = 1) -> None:
+        """Queue an acknowledgement for the outbox thread and return at once (the forwarder's hot path).
+
+        At most one drain job is queued at a time and it takes every ack queued so far, so acks arriving
+        together share one transaction, and a PUBACK costs the event loop a list append rather than a task
+        and a thread round trip. ``aflush_acks`` waits until every queued ack is stored.
+        """
+        with self._ack_mutex:
+            self._ack_queue.append((list(seqs), messages))
+            if self._ack_draining:
+                return
+            self._ack_draining = True
+        self._thread().submit(self._drain_acks)
+
     async def aack(self, seqs: list[int], messages: int = 1) -> None:
-        # Queue the ack, then run a drain job: whichever job runs first removes every ack queued so far, so
-        # acks that arrive together share one transaction. The outbox thread is FIFO, so by the time this
-        # caller's job finishes, its own ack has been handled.
-        self._ack_queue.append((list(seqs), messages))
+        """Acknowledge and wait until the deletion is done."""
+        self.ack_soon(seqs, messages)
+        await self.aflush_acks()
+
+    async def aflush_acks(self) -> None:
+        # The outbox thread is FIFO: this job runs after any drain job queued before it.
         await self._run(self._drain_acks)
 
     def _drain_acks(self) -> None:
-        acks = []
-        while self._ack_queue:
-            acks.append(self._ack_queue.popleft())
-        if acks:
-            self.ack_many(acks)
+        while True:
+            with self._ack_mutex:
+                if not self._ack_queue:
+                    self._ack_draining = False
+                    return
+                acks = list(self._ack_queue)
+                self._ack_queue.clear()
+            try:
+                self.ack_many(acks)
+            except Exception:   # nobody awaits this job: say so rather than lose the error in a future
+                log.exception("outbox could not remove %d acknowledged batches; they may be sent again", len(acks))
 
 
 @dataclass

@@ -52,6 +52,58 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random)
     return max(base_s / 2, rng.uniform(0, ceiling))
 
 
+class SharedDeadlines:
+    """Deadlines for many concurrent awaits with the same timeout, served by one timer.
+
+    ``asyncio.timeout`` arms and cancels a timer per await; at thousands of messages a second that is a
+    noticeable part of the event loop's work. Deadlines of equal timeouts expire in the order they were set,
+    so one timer armed for the oldest one is enough: when it fires, every overdue task is cancelled and the
+    timer moves on to the next deadline.
+
+    Use: ``token = start(timeout)`` before the await, ``expired(token)`` when it raised CancelledError (True:
+    it was this deadline, handle it as a timeout; False: a real cancellation, re-raise), ``finish(token)``
+    in ``finally``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[object, tuple[float, asyncio.Task]] = {}
+        self._expired: set[object] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, timeout_s: float) -> object:
+        loop = asyncio.get_running_loop()
+        token = object()
+        deadline = loop.time() + timeout_s
+        self._pending[token] = (deadline, asyncio.current_task())
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+        return token
+
+    def expired(self, token: object) -> bool:
+        if token not in self._expired:
+            return False
+        self._expired.discard(token)
+        task = asyncio.current_task()
+        # Cancelled by the deadline only (and not also by someone else): the caller turns it into a timeout.
+        return task is None or task.uncancel() == 0
+
+    def finish(self, token: object) -> None:
+        self._pending.pop(token, None)
+        self._expired.discard(token)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for token, (deadline, task) in list(self._pending.items()):
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._expire)
+                return
+            del self._pending[token]
+            self._expired.add(token)
+            task.cancel()
+
+
 @dataclass
 class UplinkStats:
     connects: int = 0
@@ -93,6 +145,7 @@ class HubUplink:
         self._desired_handler: DesiredHandler | None = None
         self._c2d_handler: C2DHandler | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._send_deadlines = SharedDeadlines()
         self.stats = UplinkStats()
         self.device_id = ""
 
@@ -144,10 +197,12 @@ class HubUplink:
         message = Message(body, message_id=message_id, content_encoding=content_encoding,
                           content_type=content_type)
         message.custom_properties.update(properties)
+        token = self._send_deadlines.start(self.hub.send_timeout_s)
         try:
-            async with asyncio.timeout(self.hub.send_timeout_s):   # no extra task per message, unlike wait_for
-                await client.send_message(message)
-        except TimeoutError:
+            await client.send_message(message)
+        except asyncio.CancelledError:
+            if not self._send_deadlines.expired(token):
+                raise
             self.stats.send_failures += 1
             # An acknowledgement that never comes means the session is not healthy: start a fresh one.
             self._mark_lost(client, f"no PUBACK within {self.hub.send_timeout_s:g} s")
@@ -156,6 +211,8 @@ class HubUplink:
             self.stats.send_failures += 1
             self._mark_lost(client, f"send failed: {type(exc).__name__}: {exc}")
             raise SendFailed(f"message {message_id} not sent: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._send_deadlines.finish(token)
         self.stats.sends += 1
 
     async def wait_connected(self, timeout: float | None = None) -> bool:

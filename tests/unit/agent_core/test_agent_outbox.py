@@ -177,3 +177,14 @@ def test_counters_survive_a_clean_close(tmp_path):
     with Outbox(path, 1 << 20) as ob:
         counters = ob.stats().counters
         assert counters["sent_readings"] == 4 and counters["sent_messages"] == 2 and counters["stored_readings"] == 4
+
+
+def test_acks_queued_just_before_close_are_stored(tmp_path):
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path, 1 << 20).open()
+    ob.add_many([body(i) for i in range(6)])
+    for item in ob.claim(1 << 20):
+        ob.ack_soon([item.seq])
+    ob.close()
+    with Outbox(path, 1 << 20) as again:
+        assert again.stats().depth == 0 and again.stats().counters["sent_messages"] == 6

@@ -67,3 +67,61 @@ def test_unreachable_hub_backs_off_and_stops_promptly():
     assert uplink.stats.connects == 0 and uplink.stats.connect_failures >= 2
     assert uplink.stats.last_error
     assert len(calls) >= 2
+
+
+def test_shared_deadlines_time_out_overdue_awaits_in_order_with_one_timer():
+    import asyncio
+
+    from agent.uplink import SharedDeadlines
+
+    deadlines = SharedDeadlines()
+    outcome: dict[str, str] = {}
+
+    async def op(name: str, timeout_s: float, takes_s: float) -> None:
+        token = deadlines.start(timeout_s)
+        try:
+            await asyncio.sleep(takes_s)
+            outcome[name] = "done"
+        except asyncio.CancelledError:
+            if not deadlines.expired(token):
+                raise
+            outcome[name] = "timed out"
+        finally:
+            deadlines.finish(token)
+
+    async def main() -> None:
+        await asyncio.gather(op("slow", 0.05, 5), op("quick", 0.2, 0.01), op("slow-too", 0.1, 5))
+        assert deadlines._timer is None and not deadlines._pending and not deadlines._expired
+
+    asyncio.run(main())
+    assert outcome == {"quick": "done", "slow": "timed out", "slow-too": "timed out"}
+
+
+def test_shared_deadlines_let_a_real_cancellation_through():
+    import asyncio
+
+    import pytest
+
+    from agent.uplink import SharedDeadlines
+
+    deadlines = SharedDeadlines()
+
+    async def op() -> None:
+        token = deadlines.start(60)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            assert not deadlines.expired(token)
+            raise
+        finally:
+            deadlines.finish(token)
+
+    async def main() -> None:
+        task = asyncio.create_task(op())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not deadlines._pending
+
+    asyncio.run(main())
