@@ -31,10 +31,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from agent.jobthread import JobThread, settle, settle_threadsafe
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 """
 
 
-@dataclass(frozen=True)
-class Item:
-    """One stored reading or event, as the batcher sees it."""
+class Item(NamedTuple):
+    """One stored reading or event, as the batcher sees it (a named tuple: made by the thousand per second)."""
 
     seq: int
     kind: str
@@ -102,7 +102,8 @@ class Outbox:
         self.spill_max = spill_max
         self.clock = clock
         self._lock = threading.RLock()
-        self._executor: ThreadPoolExecutor | None = None
+        # One thread: SQLite calls stay serialized and in order, and fsyncs never block the event loop.
+        self._jobs = JobThread("roost-outbox")
         self._db: sqlite3.Connection | None = None
         self.epoch = ""
         self._next_seq = 1
@@ -119,9 +120,11 @@ class Outbox:
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
         self._ack_queue: list[tuple[list[int], int]] = []
-        self._ack_mutex = threading.Lock()     # guards _ack_queue and _ack_draining across the loop and thread
+        # Guards the ack and write queues and their flags between the event loop and the outbox thread.
+        self._queue_mutex = threading.Lock()
         self._ack_draining = False
-        self._write_queue: collections.deque[_Entry] = collections.deque()
+        self._write_queue: list[_Entry] = []
+        self._write_scheduled = False
         self._counters_saved = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -165,6 +168,7 @@ class Outbox:
         with self._lock:
             if self._db is None:
                 return
+            self._commit_writes()   # readings handed over just before close are stored, not dropped
             self._flush_spill()
             self._drain_acks()      # PUBACKs already received: those readings must not be sent again
             self._persist_counters()
@@ -177,9 +181,7 @@ class Outbox:
                 log.warning("outbox checkpoint at close failed: %s", exc)
             self._db.close()
             self._db = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._jobs.close()
 
     def __enter__(self) -> Outbox:
         return self.open() if self._db is None else self
@@ -459,35 +461,47 @@ class Outbox:
 
     # ---- the same, off the event loop ------------------------------------------------------------------------
 
-    def _thread(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            # One thread: SQLite calls stay serialized and in order, and fsyncs never block the event loop.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-outbox")
-        return self._executor
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn, *args)
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await self._jobs.call(fn)
 
     async def run_in_thread(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the outbox thread (for several outbox calls in one hop)."""
-        return await self._run(fn)
+        return await self._jobs.call(fn)
 
     async def aadd_many(self, bodies: list[str], kind: str = TELEMETRY,
                         props: Mapping[str, str] | None = None,
                         sensors: Sequence[tuple[str, str | None]] | None = None) -> list[int]:
         """``add_many`` off the event loop, with group commit: readings handed over by several callers while
-        the previous fsync was running are stored together in the next transaction."""
+        the previous fsync was running are stored together in the next transaction, by one job whose outcome
+        reaches every caller of the group in one hop back to the loop."""
         entry = _Entry.make(bodies, kind, props, sensors)
-        self._write_queue.append(entry)
-        await self._run(self._drain_writes)
+        entry.done = asyncio.get_running_loop().create_future()
+        with self._queue_mutex:
+            self._write_queue.append(entry)
+            schedule = not self._write_scheduled
+            self._write_scheduled = True
+        if schedule:
+            self._jobs.post(self._commit_writes)
+        await entry.done
         return entry.seqs
 
-    def _drain_writes(self) -> None:
-        entries = []
-        while self._write_queue:
-            entries.append(self._write_queue.popleft())
-        if entries:
+    def _commit_writes(self) -> None:
+        with self._queue_mutex:
+            entries, self._write_queue = self._write_queue, []
+            self._write_scheduled = False
+        if not entries:
+            return
+        error: BaseException | None = None
+        try:
             self._store_entries(entries)
+        except BaseException as exc:   # every caller of the group learns it; none is left waiting
+            error = exc
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+        for entry in entries:
+            if entry.done is not None:
+                by_loop.setdefault(entry.done.get_loop(), []).append(entry.done)
+        for loop, futures in by_loop.items():
+            settle_threadsafe(loop, _settle_all, futures, error)
 
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
@@ -500,12 +514,12 @@ class Outbox:
         together share one transaction, and a PUBACK costs the event loop a list append rather than a task
         and a thread round trip. ``aflush_acks`` waits until every queued ack is stored.
         """
-        with self._ack_mutex:
+        with self._queue_mutex:
             self._ack_queue.append((list(seqs), messages))
             if self._ack_draining:
                 return
             self._ack_draining = True
-        self._thread().submit(self._drain_acks)
+        self._jobs.post(self._drain_acks)
 
     async def aack(self, seqs: list[int], messages: int = 1) -> None:
         """Acknowledge and wait until the deletion is done."""
@@ -518,7 +532,7 @@ class Outbox:
 
     def _drain_acks(self) -> None:
         while True:
-            with self._ack_mutex:
+            with self._queue_mutex:
                 if not self._ack_queue:
                     self._ack_draining = False
                     return
@@ -539,6 +553,7 @@ class _Entry:
     props: Mapping[str, str] | None
     sensors: list[tuple[str | None, str | None]]
     seqs: list[int] = field(default_factory=list)
+    done: asyncio.Future | None = None      # resolved on the caller's loop once stored (aadd_many)
 
     @classmethod
     def make(cls, bodies: Iterable[str], kind: str, props: Mapping[str, str] | None,
@@ -552,6 +567,11 @@ class _Entry:
         if len(meta) != len(bodies):
             raise ValueError("sensors must name one (sensor, units) pair per body")
         return cls(bodies, kind, dict(props) if props else None, meta)
+
+
+def _settle_all(futures: list[asyncio.Future], error: BaseException | None) -> None:
+    for future in futures:
+        settle(future, None, error)
 
 
 def _growing_fetch(cursor: sqlite3.Cursor):

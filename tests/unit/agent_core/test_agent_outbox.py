@@ -188,3 +188,39 @@ def test_acks_queued_just_before_close_are_stored(tmp_path):
     ob.close()
     with Outbox(path, 1 << 20) as again:
         assert again.stats().depth == 0 and again.stats().counters["sent_messages"] == 6
+
+
+def test_concurrent_handovers_share_a_commit_and_all_callers_get_their_seqs(tmp_path):
+    import asyncio
+
+    async def main(ob: Outbox) -> list[list[int]]:
+        return await asyncio.gather(*(ob.aadd_many([body(3 * k), body(3 * k + 1), body(3 * k + 2)])
+                                      for k in range(20)))
+
+    with Outbox(tmp_path / "o.sqlite", 1 << 20) as ob:
+        seqs = asyncio.run(main(ob))
+        assert sorted(s for group in seqs for s in group) == list(range(1, 61))
+        assert all(group == list(range(group[0], group[0] + 3)) for group in seqs)
+        assert ob.stats().depth == 60
+
+
+def test_a_failed_group_commit_reaches_every_caller_of_the_group(tmp_path):
+    import asyncio
+
+    ob = Outbox(tmp_path / "o.sqlite", 1 << 20).open()
+
+    def broken(entries):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    ob._store_entries = broken
+
+    async def main() -> list:
+        return await asyncio.gather(*(ob.aadd_many([body(k)]) for k in range(5)), return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        del ob._store_entries
+        ob.close()
+    assert len(outcomes) == 5
+    assert all(isinstance(o, sqlite3.DatabaseError) for o in outcomes)

@@ -1,0 +1,93 @@
+"""One worker thread that runs jobs in the order they were posted, for code driven by an asyncio loop.
+
+The outbox keeps SQLite on one thread (calls stay serialized, fsyncs never block the event loop). At
+thousands of messages a second, ``loop.run_in_executor`` is a noticeable share of the loop's work: a
+concurrent future, a work item, a thread-count check and a chained asyncio future per call. A job thread
+costs one queue put per job, plus one ``call_soon_threadsafe`` when a result has to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class JobThread:
+    """Runs posted jobs one at a time, in order; started on first use, restarted after ``close``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def post(self, job: Callable[[], Any]) -> None:
+        """Queue ``job`` and return at once. Nobody awaits it: an exception it raises is logged."""
+        if self._thread is None:
+            self._start()
+        self._jobs.put(job)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the thread and return its result (or raise its exception) in the calling loop."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:   # handed to the awaiting caller, whatever it is
+                settle_threadsafe(loop, settle, done, None, exc)
+            else:
+                settle_threadsafe(loop, settle, done, result, None)
+
+        self.post(job)
+        return await done
+
+    def close(self) -> None:
+        """Run what is queued, then stop the thread (a later ``post`` starts a new one)."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                # A daemon thread: SQLite work is transactional, so being cut short at interpreter exit loses
+                # nothing that was committed, and an outbox someone forgot to close cannot hang the exit.
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _main(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:
+                log.exception("%s: a background job failed", self.name)
+
+
+def settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    """Resolve ``future`` unless its waiter gave up on it (cancelled) meanwhile."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def settle_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """``loop.call_soon_threadsafe`` that tolerates a loop closed meanwhile (nobody is waiting any more)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        log.debug("event loop closed before a background job's result could be handed back")
