@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import logging as agent_logging
-from agent import systemd
+from agent import memory, systemd
 from agent.batching import Forwarder
 from agent.config import Config
 from agent.filters import Sample
@@ -49,6 +49,7 @@ UPLINK_CLOSE_S = 12.0   # how long the SDK client gets to shut down (the uplink 
 MANAGEMENT_STOP_S = 5.0  # how long cloud management gets to finish its current step at shutdown
 TRIAL_PROBE_INTERVAL_S = 1.0   # how often the trial boot's probes are polled (the deadline is trial_deadline)
 ATTESTATION_TIMEOUT_S = 30.0
+MEMORY_POLL_S = 1.0     # how often the outbox depth is checked for a drained backlog (agent.memory)
 
 
 class StartupError(RuntimeError):
@@ -147,6 +148,7 @@ class Daemon:
         self._start_update_follow_up()
         if self.config.health.attestation_url and self.config.identity.method == "tpm":
             self._spawn(self._attest_after_connect())
+        self._spawn(self._release_memory_after_backlogs())
         watchdog = asyncio.create_task(self._watchdog(tasks), name="roost-watchdog")
         systemd.ready(self._status_line())
         log.info("roost agent running: %d sensors, outbox %s", len(self.sensors.sensor_ids()), self.outbox.path)
@@ -385,6 +387,21 @@ class Daemon:
             if now - last_status >= status_every:
                 systemd.status(self._status_line())
                 last_status = now
+
+    async def _release_memory_after_backlogs(self) -> None:
+        """Give memory back once a backlog has drained, so the agent returns to its idle footprint."""
+        watch = memory.BacklogWatch()
+        while True:
+            if watch.drained(self.outbox.stats().depth):
+                self.release_memory()
+            await asyncio.sleep(MEMORY_POLL_S)
+
+    def release_memory(self) -> bool:
+        """Hand memory freed by a burst of work back to the kernel; False where the C library cannot."""
+        released = memory.release_freed_memory()
+        log.debug("backlog drained: %s", "freed heap pages returned to the kernel" if released
+                  else "this C library cannot return freed heap pages")
+        return released
 
     def _status_line(self) -> str:
         stats = self.outbox.stats()
