@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,6 +56,10 @@ class Batch:
         return max(1, -(-metered_size(self) // BILLING_UNIT))
 
 
+TELEMETRY_PROPERTIES: Mapping[str, str] = types.MappingProxyType({"schema": SCHEMA})
+
+
+@functools.lru_cache(maxsize=8)
 def header(epoch: str) -> str:
     return f'{{"schema":"{SCHEMA}","outbox":"{epoch}","sensors":{{'
 
@@ -88,10 +94,15 @@ def build(epoch: str, items: Sequence[Item]) -> Batch:
         # '{"seq":N,' + rest of the stored object: no parse, no re-serialisation.
         packed = f'{{"seq":{item.seq},' + item.body[1:] if len(item.body) > 2 else f'{{"seq":{item.seq}}}'
         groups[sensor][1].append(packed)
-    sensors = ",".join(f'{json.dumps(sensor)}:{{"units":{units},"readings":[{",".join(readings)}]}}'
+    sensors = ",".join(f'{_json_text(sensor)}:{{"units":{units},"readings":[{",".join(readings)}]}}'
                        for sensor, (units, readings) in groups.items())
     body = (header(epoch) + sensors + "}}").encode()
-    return Batch(tuple(items), body, message_id, {"schema": SCHEMA})
+    return Batch(tuple(items), body, message_id, TELEMETRY_PROPERTIES)
+
+
+@functools.lru_cache(maxsize=256)
+def _json_text(name: str) -> str:
+    return json.dumps(name)
 
 
 def claim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_000) -> list[Item]:
@@ -106,26 +117,15 @@ async def aclaim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_0
 
 
 async def aclaim_full(outbox: Outbox, epoch: str, batch_max_bytes: int, count: int) -> list[list[Item]]:
-    """Up to ``count`` batches in one trip to the outbox thread; stops early at a batch that is not full.
+    """Up to ``count`` batches in one trip to the outbox thread and one scan of its table.
 
-    A backlog drains faster this way (one thread hop for several batches); a partly filled batch is only
-    claimed when the caller decided it is due, so it ends the run.
+    A backlog drains faster this way; only the first batch may be partly filled (the caller decided it is
+    due), later ones are claimed only when full, so a partial one waits for company.
     """
     budget = body_budget(epoch, batch_max_bytes)
-
-    def claim_run() -> list[list[Item]]:
-        out: list[list[Item]] = []
-        for _ in range(count):
-            items = outbox.claim(budget, base=envelope_size(epoch), cost=packed_cost())
-            if not items:
-                break
-            out.append(items)
-            json_bytes, n, _ = outbox.pending()
-            if envelope_size(epoch) + json_bytes + n * item_overhead(outbox.next_seq) < budget:
-                break
-        return out
-
-    return await outbox.run_in_thread(claim_run)
+    base = envelope_size(epoch)
+    return await outbox.run_in_thread(lambda: outbox.claim_batches(count, budget, base=base,
+                                                                   cost_factory=packed_cost))
 
 
 def properties_size(epoch: str) -> int:

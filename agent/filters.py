@@ -8,6 +8,7 @@ Time comes from the samples' own timestamps, so the filters are deterministic un
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,13 @@ class Sample:
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
     def units_json(self) -> str | None:
-        return json.dumps(self.units, separators=(",", ":"), sort_keys=True) if self.units else None
+        # A sensor reports the same units every time: serialise each distinct set once.
+        return _units_text(tuple(self.units.items())) if self.units else None
+
+
+@functools.lru_cache(maxsize=256)
+def _units_text(units: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(units), separators=(",", ":"), sort_keys=True)
 
 
 def _significant(value: float) -> float | int:

@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -337,17 +337,23 @@ class Outbox:
         costs once packed. Telemetry readings come together; any other kind (events) comes alone, so it can
         be sent with its own properties.
         """
+        batches = self.claim_batches(1, max_bytes, max_items, base=base, cost_factory=lambda: cost)
+        return batches[0] if batches else []
+
+    def claim_batches(self, count: int, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
+                      cost_factory: Callable[[], Callable[[Item], int]] = lambda: lambda item: len(item.body),
+                      ) -> list[list[Item]]:
+        """Up to ``count`` consecutive batches (as ``claim`` makes them) from one scan of the table.
+
+        The first batch is claimed whatever its size; a later one only when it is complete (the next reading
+        did not fit, or is of another kind): a partly filled batch waits for company until its owner decides
+        it is due. Batches given back by ``release`` come first, on their own.
+        """
         with self._lock:
             assert self._db is not None, "outbox is not open"
-            while self._retry:
-                batch = [i for i in self._retry.pop(0) if i.seq in self._released]
-                if batch:
-                    for item in batch:
-                        self._released.discard(item.seq)
-                        self._in_flight[item.seq] = item.size
-                        self._unclaimed_bytes -= item.size
-                        self._unclaimed_n -= 1
-                    return batch
+            retried = self._claim_released(count)
+            if retried:
+                return retried
             cursor = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
                                       "WHERE seq > ? ORDER BY seq", (self._cursor,))
             # Rows are fetched a few at a time: a batch needs tens of them, the table may hold millions.
@@ -355,39 +361,39 @@ class Outbox:
                       for chunk in _growing_fetch(cursor) for s, k, b, p, c, sn, u in chunk)
             spilled = (i for i in list(self._spill) if i.seq > self._cursor)   # always newer than stored rows
             candidates = itertools.chain(stored, spilled)
-            batch: list[Item] = []
-            used = base
-            following: Item | None = None      # the first reading left for the next batch, if one was seen
-            for item in candidates:
-                if batch and (item.kind != TELEMETRY or batch[0].kind != TELEMETRY):
-                    following = item
+            batches: list[list[Item]] = []
+            following = next(candidates, None)     # the first reading not claimed yet, if there is one
+            while following is not None and len(batches) < count:
+                batch, following, complete = _fill(following, candidates, max_bytes, max_items, base,
+                                                   cost_factory())
+                if batches and not complete:
+                    following = batch[0]           # left for later, with its company
                     break
-                price = cost(item)   # called once per item, in order: a cost may depend on what came before
-                if batch and used + price > max_bytes:
-                    following = item
-                    break
-                batch.append(item)
-                used += price
-                if len(batch) >= max_items:
-                    break
+                batches.append(batch)
             cursor.close()
+            for batch in batches:
+                for item in batch:
+                    self._in_flight[item.seq] = item.size
+                    self._unclaimed_bytes -= item.size
+                    self._unclaimed_n -= 1
+                    self._cursor = item.seq
+            # The scan stopped at the oldest unclaimed reading (or found none): no second query needed.
+            self._oldest_unclaimed = following.created if following is not None else None
+            return batches
+
+    def _claim_released(self, count: int) -> list[list[Item]]:
+        out: list[list[Item]] = []
+        while self._retry and len(out) < count:
+            batch = [i for i in self._retry.pop(0) if i.seq in self._released]
+            if not batch:
+                continue
             for item in batch:
+                self._released.discard(item.seq)
                 self._in_flight[item.seq] = item.size
                 self._unclaimed_bytes -= item.size
                 self._unclaimed_n -= 1
-                self._cursor = item.seq
-            # The oldest unclaimed reading is the one that stopped this batch: no second query needed.
-            self._oldest_unclaimed = following.created if following is not None else self._next_unclaimed_created()
-            return batch
-
-    def _next_unclaimed_created(self) -> float | None:
-        assert self._db is not None
-        row = self._db.execute("SELECT created FROM readings WHERE seq > ? ORDER BY seq LIMIT 1",
-                               (self._cursor,)).fetchone()
-        if row:
-            return row[0]
-        spilled = [i.created for i in self._spill if i.seq > self._cursor]
-        return spilled[0] if spilled else None
+            out.append(batch)
+        return out
 
     def ack(self, seqs: Iterable[int], messages: int = 1) -> None:
         """IoT Hub acknowledged these readings: remove them for good."""
@@ -567,6 +573,26 @@ class _Entry:
         if len(meta) != len(bodies):
             raise ValueError("sensors must name one (sensor, units) pair per body")
         return cls(bodies, kind, dict(props) if props else None, meta)
+
+
+def _fill(first: Item, candidates: Iterator[Item], max_bytes: int, max_items: int, base: int,
+          cost: Callable[[Item], int]) -> tuple[list[Item], Item | None, bool]:
+    """One batch starting at ``first``: (batch, the next reading after it or None, whether the batch is complete).
+
+    Complete means it cannot grow: the next reading did not fit, is of another kind, or ``max_items`` was
+    reached. Incomplete means the readings ran out first.
+    """
+    batch = [first]
+    used = base + cost(first)   # cost is called once per item, in order: it may depend on what came before
+    for item in candidates:
+        if len(batch) >= max_items or item.kind != TELEMETRY or first.kind != TELEMETRY:
+            return batch, item, True
+        price = cost(item)
+        if used + price > max_bytes:
+            return batch, item, True
+        batch.append(item)
+        used += price
+    return batch, None, len(batch) >= max_items
 
 
 def _settle_all(futures: list[asyncio.Future], error: BaseException | None) -> None:

@@ -74,7 +74,7 @@ class SharedDeadlines:
         loop = asyncio.get_running_loop()
         token = object()
         deadline = loop.time() + timeout_s
-        self._pending[token] = (deadline, asyncio.current_task())
+        self._pending[token] = (deadline, asyncio.current_task(loop))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._expire)
         return token
@@ -146,6 +146,7 @@ class HubUplink:
         self._c2d_handler: C2DHandler | None = None
         self._tasks: set[asyncio.Task] = set()
         self._send_deadlines = SharedDeadlines()
+        self._message_class: Any = None          # azure.iot.device.Message, imported with the client
         self.stats = UplinkStats()
         self.device_id = ""
 
@@ -191,10 +192,8 @@ class HubUplink:
     async def send(self, body: bytes, *, message_id: str, properties: Mapping[str, str],
                    content_type: str = "application/json", content_encoding: str = "utf-8") -> None:
         """Send one message and return once IoT Hub acknowledged it (PUBACK). Raises UplinkUnavailable/SendFailed."""
-        from azure.iot.device import Message
-
         client = self._require_client()
-        message = Message(body, message_id=message_id, content_encoding=content_encoding,
+        message = self._message_class(body, message_id=message_id, content_encoding=content_encoding,
                           content_type=content_type)
         message.custom_properties.update(properties)
         token = self._send_deadlines.start(self.hub.send_timeout_s)
@@ -359,8 +358,10 @@ class HubUplink:
         return token
 
     def _make_client(self, creds: HubCredentials) -> Any:
-        from azure.iot.device import X509
+        from azure.iot.device import X509, Message
         from azure.iot.device.aio import IoTHubDeviceClient
+
+        self._message_class = Message
 
         factory = self._client_factory or IoTHubDeviceClient
         options: dict[str, Any] = {

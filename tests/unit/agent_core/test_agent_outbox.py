@@ -224,3 +224,24 @@ def test_a_failed_group_commit_reaches_every_caller_of_the_group(tmp_path):
         ob.close()
     assert len(outcomes) == 5
     assert all(isinstance(o, sqlite3.DatabaseError) for o in outcomes)
+
+
+def test_claim_batches_takes_only_complete_batches_after_the_first(outbox):
+    outbox.add_many([body(i) for i in range(7)])
+    size = len(body(0))
+    batches = outbox.claim_batches(5, 2 * size)
+    # 7 readings, two per batch: three complete batches; the seventh waits for company.
+    assert [[json.loads(i.body)["n"] for i in b] for b in batches] == [[0, 1], [2, 3], [4, 5]]
+    assert outbox.pending()[1] == 1 and outbox.pending()[2] == 1000.0
+    assert [json.loads(i.body)["n"] for i in outbox.claim_batches(5, 2 * size)[0]] == [6]   # the first goes anyway
+    assert outbox.pending() == (0, 0, None)
+
+
+def test_claim_batches_serves_released_batches_first_and_alone(outbox):
+    outbox.add_many([body(i) for i in range(6)])
+    size = len(body(0))
+    first, second = outbox.claim_batches(2, 2 * size)
+    outbox.release(first)
+    assert outbox.claim_batches(3, 2 * size) == [first]
+    assert [json.loads(i.body)["n"] for b in outbox.claim_batches(3, 2 * size) for i in b] == [4, 5]
+    assert outbox.stats().in_flight == 6 and second
