@@ -256,6 +256,9 @@ class Forwarder:
             self.billed_units += batch.billed_units
             # The worker moves on to its next batch while the outbox thread deletes this one (acks coalesce).
             self.outbox.ack_soon(batch.seqs)
+            # Not kept alive while this worker waits, perhaps for hours: after a backlog, 16 idle workers would
+            # otherwise hold up to 16 full batches of readings.
+            items = batch = None
 
     async def _next_batch(self) -> list[Item]:
         """Wait until a batch is worth sending, then claim it (one worker decides and claims at a time)."""

@@ -393,6 +393,7 @@ class Daemon:
         watch = memory.BacklogWatch()
         while True:
             if watch.drained(self.outbox.stats().depth):
+                await self.outbox.arelease_memory()     # first, so the trim can return SQLite's pages too
                 self.release_memory()
             await asyncio.sleep(MEMORY_POLL_S)
 

@@ -135,8 +135,9 @@ class Outbox:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            # The outbox is read front to back once: a small page cache keeps the agent's memory flat.
-            db.execute("PRAGMA cache_size=-1024")
+            # The outbox is read front to back once: a small page cache keeps the agent's memory flat (a 1 MB
+            # cache measured no faster at draining a backlog than this 256 KB one).
+            db.execute("PRAGMA cache_size=-256")
             db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise OutboxError(f"cannot open the outbox {self.path}: {exc}; move the file aside (it will be "
@@ -218,19 +219,26 @@ class Outbox:
         with self._lock:
             items = []
             for entry in entries:
-                first = self._next_seq
+                first = seq = self._next_seq
+                kind, props = entry.kind, entry.props
                 for body, (sensor, units) in zip(entry.bodies, entry.sensors, strict=True):
-                    items.append(Item(self._next_seq, entry.kind, body, entry.props, now, sensor, units))
-                    self._next_seq += 1
-                entry.seqs = list(range(first, self._next_seq))
-            incoming = sum(i.size for i in items)
+                    items.append(Item(seq, kind, body, props, now, sensor, units))
+                    seq += 1
+                self._next_seq = seq
+                entry.seqs = list(range(first, seq))
+            incoming = sum(len(i.body) for i in items) + ROW_OVERHEAD * len(items)
             self._make_room(incoming)
             self._flush_spill()
             if self._spill or not self._insert(items):
                 self._spill.extend(items)
                 self._trim_spill()
-            for item in items:
-                self._account_new(item)
+            # Accounted for the whole group at once: this runs per commit, not per reading.
+            self._depth += len(items)
+            self._sizes_total += incoming
+            self._unclaimed_bytes += incoming
+            self._unclaimed_n += len(items)
+            if self._oldest_unclaimed is None and items:
+                self._oldest_unclaimed = now
             self._counters["stored_readings"] += len(items)
 
     def _insert(self, items: list[Item]) -> bool:
@@ -240,8 +248,7 @@ class Outbox:
                 self._db.executemany(
                     "INSERT INTO readings(seq, kind, body, props, sensor, units, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(i.seq, i.kind, i.body, json.dumps(dict(i.props), separators=(",", ":")) if i.props else None,
-                      i.sensor, i.units, i.created) for i in items])
+                    [(i.seq, i.kind, i.body, _props_text(i.props), i.sensor, i.units, i.created) for i in items])
         except sqlite3.OperationalError as exc:
             self._counters["store_errors"] += 1
             if not self._disk_full_logged:
@@ -269,14 +276,6 @@ class Outbox:
                 self._spill.append(victim)     # keep in-flight ones; their PUBACK will remove them
                 continue
             self._forget(victim.seq, victim.size, dropped=True)
-
-    def _account_new(self, item: Item) -> None:
-        self._depth += 1
-        self._sizes_total += item.size
-        self._unclaimed_bytes += item.size
-        self._unclaimed_n += 1
-        if self._oldest_unclaimed is None:
-            self._oldest_unclaimed = item.created
 
     def _make_room(self, incoming: int) -> None:
         """Drop the oldest readings not in flight until ``incoming`` more bytes fit under the bound."""
@@ -509,6 +508,15 @@ class Outbox:
         for loop, futures in by_loop.items():
             settle_threadsafe(loop, _settle_all, futures, error)
 
+    async def arelease_memory(self) -> None:
+        """Hand SQLite's page cache back to the C library (the daemon calls this once a backlog has drained)."""
+        def shrink() -> None:
+            with self._lock:
+                if self._db is not None:
+                    self._db.execute("PRAGMA shrink_memory")
+
+        await self._run(shrink)
+
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
         return await self._run(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
@@ -593,6 +601,10 @@ def _fill(first: Item, candidates: Iterator[Item], max_bytes: int, max_items: in
         batch.append(item)
         used += price
     return batch, None, len(batch) >= max_items
+
+
+def _props_text(props: Mapping[str, str] | None) -> str | None:
+    return json.dumps(dict(props), separators=(",", ":")) if props else None
 
 
 def _settle_all(futures: list[asyncio.Future], error: BaseException | None) -> None:

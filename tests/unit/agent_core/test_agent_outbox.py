@@ -245,3 +245,27 @@ def test_claim_batches_serves_released_batches_first_and_alone(outbox):
     assert outbox.claim_batches(3, 2 * size) == [first]
     assert [json.loads(i.body)["n"] for b in outbox.claim_batches(3, 2 * size) for i in b] == [4, 5]
     assert outbox.stats().in_flight == 6 and second
+
+
+def test_release_memory_shrinks_the_page_cache_and_the_outbox_keeps_working(tmp_path):
+    import asyncio
+
+    with Outbox(tmp_path / "o.sqlite", 1 << 24) as ob:
+        ob.add_many([body(i, pad=400) for i in range(2000)])
+        while batch := ob.claim(1 << 16):
+            ob.ack([i.seq for i in batch])
+        used = sqlite3_memory_used()
+        asyncio.run(ob.arelease_memory())
+        assert sqlite3_memory_used() < used
+        ob.add_many([body(1)])
+        assert ob.stats().depth == 1
+
+
+def sqlite3_memory_used() -> int:
+    """SQLite's own count of the heap it holds, from the library the sqlite3 module is linked with."""
+    import _sqlite3
+    import ctypes
+
+    lib = ctypes.CDLL(_sqlite3.__file__)      # dlsym looks through the extension's own dependencies
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return lib.sqlite3_memory_used()
