@@ -245,10 +245,8 @@ class Outbox:
         assert self._db is not None, "outbox is not open"
         try:
             with _transaction(self._db, durable=True):
-                self._db.executemany(
-                    "INSERT INTO readings(seq, kind, body, props, sensor, units, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(i.seq, i.kind, i.body, _props_text(i.props), i.sensor, i.units, i.created) for i in items])
+                _insert_rows(self._db, [(i.seq, i.kind, i.body, _props_text(i.props), i.sensor, i.units, i.created)
+                                        for i in items])
         except sqlite3.OperationalError as exc:
             self._counters["store_errors"] += 1
             if not self._disk_full_logged:
@@ -601,6 +599,26 @@ def _fill(first: Item, candidates: Iterator[Item], max_bytes: int, max_items: in
         batch.append(item)
         used += price
     return batch, None, len(batch) >= max_items
+
+
+_INSERT = "INSERT INTO readings(seq, kind, body, props, sensor, units, created) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 32
+_INSERT_MANY = _INSERT + ",".join([_ROW] * _ROWS_PER_STATEMENT)
+
+
+def _insert_rows(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert rows 32 to a statement.
+
+    Each statement step releases and retakes the GIL; one step per row made a group commit of a few hundred
+    readings hand the GIL back and forth hundreds of times, stalling the SDK's threads behind it.
+    """
+    whole = len(rows) - len(rows) % _ROWS_PER_STATEMENT
+    if whole:
+        db.executemany(_INSERT_MANY, [tuple(itertools.chain.from_iterable(rows[i:i + _ROWS_PER_STATEMENT]))
+                                      for i in range(0, whole, _ROWS_PER_STATEMENT)])
+    if whole < len(rows):
+        db.executemany(_INSERT + _ROW, rows[whole:])
 
 
 def _props_text(props: Mapping[str, str] | None) -> str | None:

@@ -269,3 +269,11 @@ def sqlite3_memory_used() -> int:
     lib = ctypes.CDLL(_sqlite3.__file__)      # dlsym looks through the extension's own dependencies
     lib.sqlite3_memory_used.restype = ctypes.c_int64
     return lib.sqlite3_memory_used()
+
+
+@pytest.mark.parametrize("count", [1, 31, 32, 33, 70])
+def test_group_commits_of_any_size_store_every_reading_in_order(tmp_path, count):
+    with Outbox(tmp_path / "o.sqlite", 1 << 24) as ob:
+        assert ob.add_many([body(i) for i in range(count)]) == list(range(1, count + 1))
+        rows = ob._db.execute("SELECT seq, body FROM readings ORDER BY seq").fetchall()
+    assert [(seq, json.loads(text)["n"]) for seq, text in rows] == [(i + 1, i) for i in range(count)]
