@@ -436,7 +436,7 @@ def run() -> dict:
                 note="one reading per message, stored while it is being sent: each reading written (WAL fsync, "
                      "group commit) before its send and deleted after its PUBACK. Both loops serialise each "
                      "reading and send it with the same message id, content type/encoding and schema property, "
-                     "so the ratio is what storing every reading costs; median of {ROUNDS} alternating rounds",
+                     f"so the ratio is what storing every reading costs; median of {ROUNDS} alternating rounds",
                 rounds={"agent": [round(r) for r in agent_rates], "raw": [round(r) for r in raw_rates],
                         "raw_bare": [round(r) for r in bare_rates]},
                 ratio_to_bare_messages=round(agent_rate / bare_rate, 4))
