@@ -117,7 +117,7 @@ def test_memory_alert_default_sits_well_above_the_agents_footprint():
             return self.rss
 
     default = HealthConfig().memory_max_mb
-    assert default >= 2 * 60   # the agent runs at ~60 MB: the default must not fire on every start
+    assert default >= 2 * 60   # the agent runs at ~45 MB (more on some builds): the default must not fire at start
     quiet = HealthMonitor(HealthConfig(), Probe(62.0)).sample({}, 1 << 20, 0.0, None)[1]
     assert not [a for a in quiet if a["alert"]["rule"] == "memoryHigh"]
     loud = HealthMonitor(HealthConfig(), Probe(default + 1)).sample({}, 1 << 20, 0.0, None)[1]
