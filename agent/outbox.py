@@ -464,9 +464,6 @@ class Outbox:
 
     # ---- the same, off the event loop ------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await self._jobs.call(fn)
-
     async def run_in_thread(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the outbox thread (for several outbox calls in one hop)."""
         return await self._jobs.call(fn)
@@ -513,11 +510,11 @@ class Outbox:
                 if self._db is not None:
                     self._db.execute("PRAGMA shrink_memory")
 
-        await self._run(shrink)
+        await self._jobs.call(shrink)
 
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
-        return await self._run(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
+        return await self._jobs.call(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
 
     def ack_soon(self, seqs: list[int], messages: int = 1) -> None:
         """Queue an acknowledgement for the outbox thread and return at once (the forwarder's hot path).
@@ -540,7 +537,7 @@ class Outbox:
 
     async def aflush_acks(self) -> None:
         # The outbox thread is FIFO: this job runs after any drain job queued before it.
-        await self._run(self._drain_acks)
+        await self._jobs.call(self._drain_acks)
 
     def _drain_acks(self) -> None:
         while True:
