@@ -7,12 +7,12 @@ The schema is documented in docs/boards.md.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 RUNTIMES = ("linux", "micropython")
@@ -110,28 +110,8 @@ class BoardProfile:
 
 def board_names() -> list[str]:
     """Names of the profiles shipped in the ``boards`` package, sorted."""
-    directories = _profile_directories()
-    if directories is None:
-        from importlib import resources
-
-        return sorted(entry.name[:-5] for entry in resources.files("boards").iterdir() if entry.name.endswith(".toml"))
-    names: set[str] = set()
-    for directory in directories:
-        with contextlib.suppress(OSError):
-            names.update(entry[:-5] for entry in os.listdir(directory) if entry.endswith(".toml"))
-    return sorted(names)
-
-
-def _profile_directories() -> list[str] | None:
-    """Where the shipped profiles lie as plain files; None when the package is not on disk (a zip, say).
-
-    A plain path keeps importlib.resources (and the tempfile, shutil and zipfile it imports) out of an agent
-    that runs for months on a device with little memory.
-    """
-    import boards
-
-    directories = list(getattr(boards, "__path__", ()))
-    return directories if directories and all(os.path.isdir(d) for d in directories) else None
+    root = resources.files("boards")
+    return sorted(entry.name[:-5] for entry in root.iterdir() if entry.name.endswith(".toml"))
 
 
 def load_board(name_or_path: str) -> BoardProfile:
@@ -159,29 +139,13 @@ def _read_profile(name_or_path: str) -> tuple[str, str]:
             raise ProfileError(name_or_path, "(file)", f"cannot be read ({exc})", "a readable UTF-8 file") from None
     if not _NAME.match(name_or_path):
         raise ProfileError(name_or_path, "(name)", "not a board name", f"one of: {', '.join(board_names())}")
-    shipped = _shipped_profile(name_or_path)
-    if shipped is None:
+    resource = resources.files("boards").joinpath(f"{name_or_path}.toml")
+    if not resource.is_file():
         raise ProfileError(
             f"boards/{name_or_path}.toml", "(name)", f"no board called {name_or_path!r}",
             f"one of: {', '.join(board_names())} (or a path to a .toml file)",
         )
-    return shipped
-
-
-def _shipped_profile(name: str) -> tuple[str, str] | None:
-    """(text, where it came from) of the shipped profile ``name``; None when there is no such board."""
-    directories = _profile_directories()
-    if directories is None:
-        from importlib import resources
-
-        resource = resources.files("boards").joinpath(f"{name}.toml")
-        return (resource.read_text(encoding="utf-8"), str(resource)) if resource.is_file() else None
-    for directory in directories:
-        path = os.path.join(directory, f"{name}.toml")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                return handle.read(), path
-    return None
+    return resource.read_text(encoding="utf-8"), str(resource)
 
 
 # -- checking --------------------------------------------------------------------------------------------------

@@ -4,19 +4,11 @@ Like gpiozero's pin factories, a platform is looked up in an entry point group
 (``roost.platforms``): roost ships ``linux`` (``hal.linux``); the board emulator registers
 ``emulated``. Code above the HAL asks ``load_platform(name, board)`` and never imports an
 implementation, so the emulator is swapped in by a name in the configuration.
-
-Finding a platform must stay cheap, because the agent does it once and then runs for months: importlib.metadata
-alone keeps about 0.7 MB resident (email, csv, zipfile and its caches). So ``linux`` is found without any package
-metadata, and any other name is first looked up by reading the ``entry_points.txt`` files of the distributions
-installed on ``sys.path`` directly; importlib.metadata is the authority only when that finds nothing (zipped or
-otherwise unusual installs) and for listing every platform.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 from hal.board import BoardProfile, BusSpec
@@ -143,85 +135,21 @@ class Platform:
         return f"<{type(self).__name__} {self.name!r} board={self.board.name!r}>"
 
 
-#: Platforms roost itself provides, found without reading package metadata. A distribution cannot replace them.
-BUILTIN_PLATFORMS = {"linux": "hal.linux.platform:LinuxPlatform"}
-
-
 def platform_names() -> list[str]:
-    """Names registered in the ``roost.platforms`` entry point group (and the built-in ones), sorted."""
-    from importlib.metadata import entry_points
-
-    return sorted({*BUILTIN_PLATFORMS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+    """Names registered in the ``roost.platforms`` entry point group, sorted."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def load_platform(name: str, board: BoardProfile, **options: Any) -> Platform:
     """Build the platform registered as ``name`` for ``board``; ``options`` go to its constructor."""
-    target = BUILTIN_PLATFORMS.get(name) or declared_platform(name) or _declared_in_metadata(name)
-    if target is None:
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
         available = ", ".join(platform_names()) or "none (is roost installed? try: pip install -e .)"
         raise PlatformError(f"no platform called {name!r}; available platforms: {available}")
     try:
-        cls = _load_object(target)
-    except (ImportError, AttributeError) as exc:
-        raise PlatformError(f"platform {name!r} ({target}) cannot be imported: {exc}") from exc
+        cls = found[0].load()
+    except ImportError as exc:
+        raise PlatformError(f"platform {name!r} ({found[0].value}) cannot be imported: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Platform)):
-        raise PlatformError(f"platform {name!r} ({target}) is not a hal.platform.Platform subclass")
+        raise PlatformError(f"platform {name!r} ({found[0].value}) is not a hal.platform.Platform subclass")
     return cls(board, **options)
-
-
-def declared_platform(name: str, path: list[str] | None = None) -> str | None:
-    """The ``module:attribute`` a distribution installed on ``path`` (default ``sys.path``) declares for the
-    platform ``name`` in its entry_points.txt; None when none does. The first one on the path wins, as for
-    imports. Only plain directories are searched."""
-    for entry in sys.path if path is None else path:
-        directory = entry or "."
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:     # a zip file or a directory that is gone: importlib.metadata's business
-            continue
-        for dist in names:
-            if not dist.endswith((".dist-info", ".egg-info")):
-                continue
-            try:
-                with open(os.path.join(directory, dist, "entry_points.txt"), encoding="utf-8") as handle:
-                    text = handle.read()
-            except (OSError, UnicodeDecodeError):
-                continue
-            target = entry_point_in(text, ENTRY_POINT_GROUP, name)
-            if target:
-                return target
-    return None
-
-
-def entry_point_in(text: str, group: str, name: str) -> str | None:
-    """The value of entry point ``name`` in ``group`` of an entry_points.txt (an INI file), or None."""
-    section = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        if section != group:
-            continue
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == name:
-            return value.strip() or None
-    return None
-
-
-def _declared_in_metadata(name: str) -> str | None:
-    from importlib.metadata import entry_points
-
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    return found[0].value if found else None
-
-
-def _load_object(target: str) -> Any:
-    """Import ``module:attribute.path`` (extras in brackets ignored), as an entry point's load() does."""
-    module_name, _, attribute = target.split("[", 1)[0].strip().partition(":")
-    obj = importlib.import_module(module_name.strip())
-    for part in filter(None, attribute.strip().split(".")):
-        obj = getattr(obj, part)
-    return obj

@@ -190,23 +190,6 @@ def test_missing_file() -> None:
     assert caught.value.key == "(file)" and "no such file" in caught.value.problem
 
 
-def test_shipped_profiles_without_a_package_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    # boards/ inside a zip (no plain directory): importlib.resources finds the same profiles.
-    import hal.board as board_module
-
-    monkeypatch.setattr(board_module, "_profile_directories", lambda: None)
-    assert board_names() == SHIPPED
-    board = load_board("rpi-4b")
-    assert board.name == "rpi-4b" and board.path.endswith("rpi-4b.toml")
-    with pytest.raises(ProfileError, match="no board called 'rpi-9'"):
-        load_board("rpi-9")
-
-
-def test_shipped_profiles_are_read_from_the_package_directory() -> None:
-    board = load_board("rpi-4b")
-    assert Path(board.path) == Path(__file__).resolve().parents[3] / "boards" / "rpi-4b.toml"
-
-
 def test_parse_board_without_a_file() -> None:
     data = {"board": {"name": "x", "description": "d", "runtime": "linux"},
             "buses": {"i2c1": {"kind": "i2c", "device": "/dev/i2c-1"}}}
