@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
+import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -19,20 +19,8 @@ from agent import __version__
 
 
 def command_names(package: ModuleType) -> list[str]:
-    """The subcommands ``package`` provides: its public modules, sorted."""
-    names: set[str] = set()
-    for directory in package.__path__:
-        try:
-            entries = os.listdir(directory)
-        except OSError:
-            continue
-        for entry in entries:
-            stem, dot, suffix = entry.partition(".")
-            if stem.startswith("_") or not stem.isidentifier():
-                continue
-            if suffix in ("py", "pyc") or (not dot and os.path.isfile(os.path.join(directory, entry, "__init__.py"))):
-                names.add(stem)
-    return sorted(names)
+    """The subcommands ``package`` provides: its public modules, sorted (listed, not imported)."""
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def requested_command(argv: Sequence[str], names: Sequence[str]) -> str | None:

@@ -12,6 +12,7 @@ for threaded daemons, changed nothing beyond the noise (~0.1 MB), so the agent d
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -23,9 +24,6 @@ BACKLOG_MIN = 1_000
 #: A backlog counts as drained once what is left of it is at most this fraction of its peak.
 DRAINED_FRACTION = 0.01
 
-_trim: Callable[[int], int] | None = None
-_trim_looked_up = False
-
 
 def libc_version() -> str | None:
     """``"glibc 2.36"`` on glibc, None on any other C library (musl, macOS), where there is nothing to trim."""
@@ -35,19 +33,19 @@ def libc_version() -> str | None:
         return None
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    global _trim, _trim_looked_up
-    if not _trim_looked_up:
-        _trim_looked_up = True
-        version = libc_version()
-        if version and version.startswith("glibc"):
-            import ctypes
+    """glibc's malloc_trim, looked up once; None off glibc or where the symbol is missing."""
+    version = libc_version()
+    if not (version and version.startswith("glibc")):
+        return None
+    import ctypes
 
-            try:
-                _trim = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError) as exc:
-                log.debug("malloc_trim is not available (%s); freed memory stays with the allocator", exc)
-    return _trim
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError) as exc:
+        log.debug("malloc_trim is not available (%s); freed memory stays with the allocator", exc)
+        return None
 
 
 def release_freed_memory() -> bool:

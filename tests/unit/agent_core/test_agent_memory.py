@@ -10,10 +10,11 @@ from agent import memory
 
 
 @pytest.fixture
-def fresh_lookup(monkeypatch):
+def fresh_lookup():
     """Each test looks malloc_trim up again (the module caches what it found)."""
-    monkeypatch.setattr(memory, "_trim", None)
-    monkeypatch.setattr(memory, "_trim_looked_up", False)
+    memory._malloc_trim.cache_clear()
+    yield
+    memory._malloc_trim.cache_clear()
 
 
 def _rss_kb() -> int:
