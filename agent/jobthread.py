@@ -75,6 +75,37 @@ class JobThread:
                 log.exception("%s: a background job failed", self.name)
 
 
+class Coalescer:
+    """Items handed over from any thread, handled in groups by one job at a time on a JobThread.
+
+    ``put`` queues an item and posts a job unless one is already queued; that job takes every item queued
+    by the time it runs. Items put while a group is being handled (during its fsync, say) form the next group.
+    """
+
+    def __init__(self, jobs: JobThread, handle: Callable[[list[Any]], None]) -> None:
+        self._jobs = jobs
+        self._handle = handle
+        self._items: list[Any] = []
+        self._scheduled = False
+        self._mutex = threading.Lock()     # put() runs on the event loop, the job on the worker thread
+
+    def put(self, item: Any) -> None:
+        with self._mutex:
+            self._items.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._jobs.post(self.run_now)
+
+    def run_now(self) -> None:
+        """Handle what is queued, here and now (the posted job; also for a flush or a close)."""
+        with self._mutex:
+            items, self._items = self._items, []
+            self._scheduled = False
+        if items:
+            self._handle(items)
+
+
 def settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
     """Resolve ``future`` unless its waiter gave up on it (cancelled) meanwhile."""
     if future.done():

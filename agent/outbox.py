@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from agent.jobthread import JobThread, settle, settle_threadsafe
+from agent.jobthread import Coalescer, JobThread, settle, settle_threadsafe
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,9 @@ class Outbox:
         self._disk_full_logged = False
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
-        self._ack_queue: list[tuple[list[int], int]] = []
-        # Guards the ack and write queues and their flags between the event loop and the outbox thread.
-        self._queue_mutex = threading.Lock()
-        self._ack_draining = False
-        self._write_queue: list[_Entry] = []
-        self._write_scheduled = False
+        # Handed over by the event loop, stored by the outbox thread a group per transaction.
+        self._acks = Coalescer(self._jobs, self._store_acks)
+        self._writes = Coalescer(self._jobs, self._commit_writes)
         self._counters_saved = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -169,9 +166,9 @@ class Outbox:
         with self._lock:
             if self._db is None:
                 return
-            self._commit_writes()   # readings handed over just before close are stored, not dropped
+            self._writes.run_now()   # readings handed over just before close are stored, not dropped
             self._flush_spill()
-            self._drain_acks()      # PUBACKs already received: those readings must not be sent again
+            self._acks.run_now()     # PUBACKs already received: those readings must not be sent again
             self._persist_counters()
             if self._spill:
                 log.error("outbox closing with %d readings that could not be stored (disk full): they are lost",
@@ -226,7 +223,7 @@ class Outbox:
                     seq += 1
                 self._next_seq = seq
                 entry.seqs = list(range(first, seq))
-            incoming = sum(len(i.body) for i in items) + ROW_OVERHEAD * len(items)
+            incoming = sum(i.size for i in items)
             self._make_room(incoming)
             self._flush_spill()
             if self._spill or not self._insert(items):
@@ -369,11 +366,8 @@ class Outbox:
                 batches.append(batch)
             cursor.close()
             for batch in batches:
-                for item in batch:
-                    self._in_flight[item.seq] = item.size
-                    self._unclaimed_bytes -= item.size
-                    self._unclaimed_n -= 1
-                    self._cursor = item.seq
+                self._mark_in_flight(batch)
+                self._cursor = batch[-1].seq
             # The scan stopped at the oldest unclaimed reading (or found none): no second query needed.
             self._oldest_unclaimed = following.created if following is not None else None
             return batches
@@ -384,13 +378,16 @@ class Outbox:
             batch = [i for i in self._retry.pop(0) if i.seq in self._released]
             if not batch:
                 continue
-            for item in batch:
-                self._released.discard(item.seq)
-                self._in_flight[item.seq] = item.size
-                self._unclaimed_bytes -= item.size
-                self._unclaimed_n -= 1
+            self._released.difference_update(i.seq for i in batch)
+            self._mark_in_flight(batch)
             out.append(batch)
         return out
+
+    def _mark_in_flight(self, batch: list[Item]) -> None:
+        for item in batch:
+            self._in_flight[item.seq] = item.size
+            self._unclaimed_bytes -= item.size
+            self._unclaimed_n -= 1
 
     def ack(self, seqs: Iterable[int], messages: int = 1) -> None:
         """IoT Hub acknowledged these readings: remove them for good."""
@@ -476,21 +473,11 @@ class Outbox:
         reaches every caller of the group in one hop back to the loop."""
         entry = _Entry.make(bodies, kind, props, sensors)
         entry.done = asyncio.get_running_loop().create_future()
-        with self._queue_mutex:
-            self._write_queue.append(entry)
-            schedule = not self._write_scheduled
-            self._write_scheduled = True
-        if schedule:
-            self._jobs.post(self._commit_writes)
+        self._writes.put(entry)
         await entry.done
         return entry.seqs
 
-    def _commit_writes(self) -> None:
-        with self._queue_mutex:
-            entries, self._write_queue = self._write_queue, []
-            self._write_scheduled = False
-        if not entries:
-            return
+    def _commit_writes(self, entries: list[_Entry]) -> None:
         error: BaseException | None = None
         try:
             self._store_entries(entries)
@@ -519,16 +506,10 @@ class Outbox:
     def ack_soon(self, seqs: list[int], messages: int = 1) -> None:
         """Queue an acknowledgement for the outbox thread and return at once (the forwarder's hot path).
 
-        At most one drain job is queued at a time and it takes every ack queued so far, so acks arriving
-        together share one transaction, and a PUBACK costs the event loop a list append rather than a task
-        and a thread round trip. ``aflush_acks`` waits until every queued ack is stored.
+        Acks arriving together share one transaction, and a PUBACK costs the event loop a list append rather
+        than a task and a thread round trip. ``aflush_acks`` waits until every queued ack is stored.
         """
-        with self._queue_mutex:
-            self._ack_queue.append((list(seqs), messages))
-            if self._ack_draining:
-                return
-            self._ack_draining = True
-        self._jobs.post(self._drain_acks)
+        self._acks.put((list(seqs), messages))
 
     async def aack(self, seqs: list[int], messages: int = 1) -> None:
         """Acknowledge and wait until the deletion is done."""
@@ -536,21 +517,13 @@ class Outbox:
         await self.aflush_acks()
 
     async def aflush_acks(self) -> None:
-        # The outbox thread is FIFO: this job runs after any drain job queued before it.
-        await self._jobs.call(self._drain_acks)
+        await self._jobs.call(self._acks.run_now)
 
-    def _drain_acks(self) -> None:
-        while True:
-            with self._queue_mutex:
-                if not self._ack_queue:
-                    self._ack_draining = False
-                    return
-                acks = list(self._ack_queue)
-                self._ack_queue.clear()
-            try:
-                self.ack_many(acks)
-            except Exception:   # nobody awaits this job: say so rather than lose the error in a future
-                log.exception("outbox could not remove %d acknowledged batches; they may be sent again", len(acks))
+    def _store_acks(self, acks: list[tuple[list[int], int]]) -> None:
+        try:
+            self.ack_many(acks)
+        except Exception:   # nobody awaits this job: say so rather than lose the error in a future
+            log.exception("outbox could not remove %d acknowledged batches; they may be sent again", len(acks))
 
 
 @dataclass

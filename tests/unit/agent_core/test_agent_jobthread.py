@@ -82,3 +82,27 @@ def test_a_caller_that_gives_up_does_not_break_the_result_hand_back():
         assert asyncio.run(main()) == 8
     finally:
         jobs.close()
+
+
+def test_a_coalescer_hands_over_everything_queued_in_groups_one_job_at_a_time():
+    from agent.jobthread import Coalescer
+
+    jobs = JobThread("test-jobs")
+    groups: list[list[int]] = []
+    gate, started = threading.Event(), threading.Event()
+
+    def handle(items: list[int]) -> None:
+        if not groups:
+            started.set()
+            gate.wait(5)      # the first group is slow: what arrives meanwhile forms the next one
+        groups.append(items)
+
+    coalescer = Coalescer(jobs, handle)
+    coalescer.put(1)
+    assert started.wait(5)
+    for n in (2, 3, 4):
+        coalescer.put(n)
+    gate.set()
+    jobs.close()
+    assert [n for group in groups for n in group] == [1, 2, 3, 4]
+    assert groups[-1] == [2, 3, 4] and len(groups) == 2
