@@ -130,7 +130,7 @@ class HealthConfig:
     disk_free_min_mb: float = _key(64.0, "alert when the state directory's file system has less free space",
                                    minimum=0)
     memory_max_mb: float = _key(160.0, "alert when the agent's resident memory grows beyond this (it runs at about "
-                                       "45 MB; well past that means a leak)", minimum=1)
+                                       "41 MB; well past that means a leak)", minimum=1)
     offline_max_s: float = _key(900.0, "alert (locally, queued) when the hub was unreachable this long", minimum=1)
     outbox_fill_max: float = _key(0.8, "alert when the outbox is fuller than this fraction of its bound",
                                   minimum=0, maximum=1)

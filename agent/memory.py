@@ -8,6 +8,9 @@ pages of every heap back to the kernel; it takes well under a millisecond on an 
 Measured on the emulated rpi-4b with a 100,000-reading backlog (docs/configuration.md, "Memory"): trimming
 once the backlog has drained gives back about 0.5 MB; the ``MALLOC_ARENA_MAX`` setting, often the first advice
 for threaded daemons, changed nothing beyond the noise (~0.1 MB), so the agent does not set it.
+
+What is never loaded need not be given back: ``skip_charset_detection`` keeps the largest module the agent
+would load and never use out of the process.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
+import warnings
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,29 @@ log = logging.getLogger(__name__)
 BACKLOG_MIN = 1_000
 #: A backlog counts as drained once what is left of it is at most this fraction of its peak.
 DRAINED_FRACTION = 0.01
+
+
+#: The character-set detectors requests looks for. Either is optional to it: without one, a response body with
+#: no declared charset decodes as UTF-8 (``Response.apparent_encoding``).
+CHARSET_DETECTORS = ("charset_normalizer", "chardet")
+
+
+def skip_charset_detection() -> bool:
+    """Keep requests' character-set detector out of the agent: about 3 MB resident for nothing it uses.
+
+    The SDK loads requests for its HTTP calls (file upload, IoT Edge workload API), and requests imports
+    charset_normalizer, which maps every CJK codec, to guess the charset of bodies that do not declare one.
+    The agent reads status codes and JSON (which requests decodes without guessing), never such text. This must
+    run before anything imports requests; afterwards it changes nothing and returns False. ``roost run`` calls
+    it first thing, so it decides for the agent's process only, not for programs that import roost's modules.
+    """
+    if "requests" in sys.modules or any(sys.modules.get(name) for name in CHARSET_DETECTORS):
+        return False
+    for name in CHARSET_DETECTORS:
+        sys.modules[name] = None   # an import of it now raises ImportError, which requests handles
+    # requests reports a missing detector once, at import, as a RequestsDependencyWarning: expected here.
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection", module="requests")
+    return True
 
 
 def libc_version() -> str | None:

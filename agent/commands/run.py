@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent import memory
+
+    memory.skip_charset_detection()   # before the daemon's imports bring in requests
     from agent.daemon import EX_CONFIG, Daemon
 
     path = default_path(args.config)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +88,33 @@ def test_a_backlog_found_at_start_counts():
     watch = memory.BacklogWatch()
     assert watch.drained(100_000) is False      # what the outbox held when the agent started
     assert watch.drained(0) is True
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    """Run code in a new interpreter (imports are process-wide), turning every warning into an error."""
+    return subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
+                          cwd=Path(memory.__file__).parents[1], timeout=60)
+
+
+def test_skipping_charset_detection_keeps_requests_working_without_a_warning():
+    result = _fresh_python(
+        "import sys\n"
+        "from agent import memory\n"
+        "assert memory.skip_charset_detection() is True\n"
+        "import requests\n"
+        "assert not any(sys.modules.get(name) for name in memory.CHARSET_DETECTORS)\n"
+        "response = requests.models.Response()\n"
+        "response._content = 'température 21 °C'.encode()\n"
+        "print(response.apparent_encoding, response.text)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "utf-8 température 21 °C"
+
+
+def test_skipping_charset_detection_after_requests_is_loaded_changes_nothing():
+    result = _fresh_python(
+        "import sys, requests\n"
+        "from agent import memory\n"
+        "assert memory.skip_charset_detection() is False\n"
+        "print(requests.compat.chardet.__name__)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in memory.CHARSET_DETECTORS
