@@ -9,23 +9,34 @@ costs one queue put per job, plus one ``call_soon_threadsafe`` when a result has
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+class _Later(NamedTuple):
+    due: float
+    job: Callable[[], Any]
+
+
 class JobThread:
-    """Runs posted jobs one at a time, in order; started on first use, restarted after ``close``."""
+    """Runs posted jobs one at a time, in order; started on first use, restarted after ``close``.
+
+    ``post_later`` jobs run once their delay has passed, between the other jobs (or at ``close``).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], Any] | _Later | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -34,6 +45,10 @@ class JobThread:
         if self._thread is None:
             self._start()
         self._jobs.put(job)
+
+    def post_later(self, delay_s: float, job: Callable[[], Any]) -> None:
+        """Like ``post``, but ``job`` runs no sooner than ``delay_s`` from now."""
+        self.post(_Later(time.monotonic() + delay_s, job))
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the thread and return its result (or raise its exception) in the calling loop."""
@@ -68,11 +83,31 @@ class JobThread:
                 self._thread.start()
 
     def _main(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        timed: list[tuple[float, int, Callable[[], Any]]] = []    # a heap, by due time then posting order
+        order = itertools.count()
+        while True:
             try:
-                job()
-            except Exception:
-                log.exception("%s: a background job failed", self.name)
+                job = self._jobs.get(timeout=max(0.0, timed[0][0] - time.monotonic()) if timed else None)
+            except queue.Empty:
+                pass      # a timed job fell due
+            else:
+                if job is None:
+                    break
+                if isinstance(job, _Later):
+                    heapq.heappush(timed, (job.due, next(order), job.job))
+                else:
+                    self._run(job)
+            # Checked after every job too, so a steady stream of jobs cannot hold the timed ones back.
+            while timed and timed[0][0] <= time.monotonic():
+                self._run(heapq.heappop(timed)[2])
+        for _due, _n, job in sorted(timed):     # closing: what was put off runs now, not never
+            self._run(job)
+
+    def _run(self, job: Callable[[], Any]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("%s: a background job failed", self.name)
 
 
 class Coalescer:
@@ -80,28 +115,43 @@ class Coalescer:
 
     ``put`` queues an item and posts a job unless one is already queued; that job takes every item queued
     by the time it runs. Items put while a group is being handled (during its fsync, say) form the next group.
+
+    With ``linger_s``, the job for a new group is put off that long so the group grows: for work whose cost
+    is mostly per group (a transaction) and that nobody waits for. A group reaching ``max_items``, or a
+    ``put(..., now=True)``, is handled without waiting. ``queued`` is the total ``weight`` of what waits.
     """
 
-    def __init__(self, jobs: JobThread, handle: Callable[[list[Any]], None]) -> None:
+    def __init__(self, jobs: JobThread, handle: Callable[[list[Any]], None], *, linger_s: float = 0.0,
+                 max_items: int = 0, weight: Callable[[Any], int] = lambda item: 1) -> None:
         self._jobs = jobs
         self._handle = handle
+        self.linger_s = linger_s
+        self.max_items = max_items
+        self._weight = weight
+        self.queued = 0
         self._items: list[Any] = []
-        self._scheduled = False
+        self._posted: str = ""             # "", "later" or "now": the job already on its way, if any
         self._mutex = threading.Lock()     # put() runs on the event loop, the job on the worker thread
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, *, now: bool = False) -> None:
         with self._mutex:
             self._items.append(item)
-            if self._scheduled:
+            self.queued += self._weight(item)
+            now = now or not self.linger_s or (self.max_items > 0 and len(self._items) >= self.max_items)
+            if self._posted == "now" or (self._posted == "later" and not now):
                 return
-            self._scheduled = True
-        self._jobs.post(self.run_now)
+            self._posted = "now" if now else "later"
+        if now:
+            self._jobs.post(self.run_now)
+        else:
+            self._jobs.post_later(self.linger_s, self.run_now)
 
     def run_now(self) -> None:
         """Handle what is queued, here and now (the posted job; also for a flush or a close)."""
         with self._mutex:
             items, self._items = self._items, []
-            self._scheduled = False
+            self.queued = 0
+            self._posted = ""
         if items:
             self._handle(items)
 

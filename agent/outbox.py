@@ -40,6 +40,11 @@ from agent.jobthread import Coalescer, JobThread, settle, settle_threadsafe
 log = logging.getLogger(__name__)
 
 COUNTER_SAVE_INTERVAL_S = 5.0
+# Acknowledged readings are deleted in groups: a transaction per PUBACK would cost the outbox thread more than
+# the rest of the pipeline. An ack waits at most this long for company (a crash in that window only means those
+# readings are sent again, with their ids), and a group this large goes at once.
+ACK_LINGER_S = 0.02
+ACK_GROUP_MAX = 256
 ROW_OVERHEAD = 64          # bytes counted per stored reading beyond its JSON (row header, index entry)
 TELEMETRY = "telemetry"
 COUNTERS = ("stored_readings", "sent_readings", "sent_messages", "dropped_readings", "dropped_bytes",
@@ -120,7 +125,8 @@ class Outbox:
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
         # Handed over by the event loop, stored by the outbox thread a group per transaction.
-        self._acks = Coalescer(self._jobs, self._store_acks)
+        self._acks = Coalescer(self._jobs, self._store_acks, linger_s=ACK_LINGER_S, max_items=ACK_GROUP_MAX,
+                               weight=lambda ack: len(ack[0]))
         self._writes = Coalescer(self._jobs, self._commit_writes)
         self._counters_saved = 0.0
 
@@ -508,8 +514,11 @@ class Outbox:
 
         Acks arriving together share one transaction, and a PUBACK costs the event loop a list append rather
         than a task and a thread round trip. ``aflush_acks`` waits until every queued ack is stored.
+        Acks are held back up to ``ACK_LINGER_S`` to share a transaction, unless nothing else is in flight
+        (the queue has drained: its depth should say so at once).
         """
-        self._acks.put((list(seqs), messages))
+        last = len(self._in_flight) <= self._acks.queued + len(seqs)   # in flight until their ack is stored
+        self._acks.put((list(seqs), messages), now=last)
 
     async def aack(self, seqs: list[int], messages: int = 1) -> None:
         """Acknowledge and wait until the deletion is done."""

@@ -106,3 +106,47 @@ def test_a_coalescer_hands_over_everything_queued_in_groups_one_job_at_a_time():
     jobs.close()
     assert [n for group in groups for n in group] == [1, 2, 3, 4]
     assert groups[-1] == [2, 3, 4] and len(groups) == 2
+
+
+def test_a_job_put_off_runs_once_due_and_never_holds_the_others_back():
+    jobs = JobThread("test-jobs")
+    ran: list[str] = []
+    soon, later_ran = threading.Event(), threading.Event()
+    try:
+        jobs.post_later(60.0, lambda: ran.append("in a minute"))
+        jobs.post_later(0.01, lambda: (ran.append("due"), later_ran.set()))
+        jobs.post(lambda: (ran.append("now"), soon.set()))
+        assert soon.wait(5) and later_ran.wait(5)
+        assert ran == ["now", "due"]
+    finally:
+        jobs.close()
+    assert ran == ["now", "due", "in a minute"]     # closing runs what was put off instead of dropping it
+
+
+def test_a_lingering_coalescer_waits_for_company_unless_full_or_told_not_to():
+    from agent.jobthread import Coalescer
+
+    jobs = JobThread("test-jobs")
+    groups: list[list[int]] = []
+    coalescer = Coalescer(jobs, groups.append, linger_s=60.0, max_items=3)
+
+    def settled() -> list[list[int]]:
+        """What was handled once every job posted so far has run."""
+        done = threading.Event()
+        jobs.post(done.set)
+        assert done.wait(5)
+        return list(groups)
+
+    try:
+        coalescer.put(1)
+        coalescer.put(2)
+        assert settled() == []
+        coalescer.put(3)                   # the group is full
+        assert settled() == [[1, 2, 3]]
+        coalescer.put(4)
+        coalescer.put(5, now=True)
+        assert settled() == [[1, 2, 3], [4, 5]]
+        coalescer.put(6)
+    finally:
+        jobs.close()
+    assert groups == [[1, 2, 3], [4, 5], [6]]

@@ -190,6 +190,31 @@ def test_acks_queued_just_before_close_are_stored(tmp_path):
         assert again.stats().depth == 0 and again.stats().counters["sent_messages"] == 6
 
 
+def test_acks_wait_to_share_a_transaction_until_the_last_one_in_flight(tmp_path, monkeypatch):
+    import asyncio
+
+    from agent import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "ACK_LINGER_S", 60.0)
+
+    async def main(ob: Outbox) -> list[int]:
+        first, second, third = ob.claim_batches(3, 1, max_items=1)
+        depths = []
+        for batch in (first, second):
+            ob.ack_soon([i.seq for i in batch])
+            await ob.run_in_thread(lambda: None)      # every job posted so far has run
+            depths.append(ob.stats().depth)
+        ob.ack_soon([i.seq for i in third])           # nothing else in flight: stored at once, with the others
+        await ob.run_in_thread(lambda: None)
+        depths.append(ob.stats().depth)
+        return depths
+
+    with Outbox(tmp_path / "o.sqlite", 1 << 20) as ob:
+        ob.add_many([body(i) for i in range(4)])
+        assert asyncio.run(main(ob)) == [4, 4, 1]
+        assert [seq for (seq,) in ob._db.execute("SELECT seq FROM readings")] == [4]
+
+
 def test_concurrent_handovers_share_a_commit_and_all_callers_get_their_seqs(tmp_path):
     import asyncio
 
