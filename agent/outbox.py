@@ -45,6 +45,10 @@ COUNTER_SAVE_INTERVAL_S = 5.0
 # readings are sent again, with their ids), and a group this large goes at once.
 ACK_LINGER_S = 0.02
 ACK_GROUP_MAX = 256
+# Readings stored since the last claim caught up are also kept in memory, up to this many bytes (as counted for
+# the bound), so claiming them costs no query. Beyond it (a burst, or a backlog after a restart) claims read the
+# table until they catch up again.
+FRESH_MAX_BYTES = 512 * 1024
 ROW_OVERHEAD = 64          # bytes counted per stored reading beyond its JSON (row header, index entry)
 TELEMETRY = "telemetry"
 COUNTERS = ("stored_readings", "sent_readings", "sent_messages", "dropped_readings", "dropped_bytes",
@@ -124,6 +128,11 @@ class Outbox:
         self._disk_full_logged = False
         self._retry: list[list[Item]] = []      # batches given back by release(), served first
         self._released: set[int] = set()
+        # Every stored, unclaimed reading, in order, while ``_fresh_complete``; see FRESH_MAX_BYTES.
+        self._fresh: collections.deque[Item] = collections.deque()
+        self._fresh_bytes = 0
+        self._fresh_complete = False
+        self.fresh_max_bytes = FRESH_MAX_BYTES     # 0: every claim reads the table
         # Handed over by the event loop, stored by the outbox thread a group per transaction.
         self._acks = Coalescer(self._jobs, self._store_acks, linger_s=ACK_LINGER_S, max_items=ACK_GROUP_MAX,
                                weight=lambda ack: len(ack[0]))
@@ -165,6 +174,7 @@ class Outbox:
         self._unclaimed_bytes = self._sizes_total
         self._unclaimed_n = self._depth
         self._oldest_unclaimed = high[3]
+        self._forget_fresh(complete=self._depth == 0)
         return self
 
     def close(self) -> None:
@@ -260,7 +270,20 @@ class Outbox:
         if self._disk_full_logged:
             log.warning("outbox %s stores readings again", self.path)
             self._disk_full_logged = False
+        if self._fresh_complete:
+            for item in items:
+                if item.seq > self._cursor:    # a spilled reading may have been claimed before it was stored
+                    self._fresh.append(item)
+                    self._fresh_bytes += item.size
+            if self._fresh_bytes > self.fresh_max_bytes:
+                self._forget_fresh(complete=False)
         return True
+
+    def _forget_fresh(self, *, complete: bool) -> None:
+        """Empty the in-memory copy; ``complete``: nothing unclaimed is stored, so it is whole again."""
+        self._fresh.clear()
+        self._fresh_bytes = 0
+        self._fresh_complete = complete
 
     def _flush_spill(self) -> None:
         while self._spill:
@@ -308,6 +331,8 @@ class Outbox:
             victims = []
         for seq, size in victims:
             self._forget(seq, size, dropped=True)
+        if victims and victims[-1][0] > self._cursor:   # unclaimed readings are gone from the table
+            self._forget_fresh(complete=False)
         if victims:
             log.warning("outbox full (%d bytes bound): dropped the %d oldest readings", self.max_bytes, len(victims))
             self._persist_counters()
@@ -354,11 +379,15 @@ class Outbox:
             retried = self._claim_released(count)
             if retried:
                 return retried
-            cursor = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
-                                      "WHERE seq > ? ORDER BY seq", (self._cursor,))
-            # Rows are fetched a few at a time: a batch needs tens of them, the table may hold millions.
-            stored = (Item(s, k, b, json.loads(p) if p else None, c, sn, u)
-                      for chunk in _growing_fetch(cursor) for s, k, b, p, c, sn, u in chunk)
+            cursor = None
+            if self._fresh_complete:
+                stored: Iterator[Item] = iter(self._fresh)
+            else:
+                cursor = self._db.execute("SELECT seq, kind, body, props, created, sensor, units FROM readings "
+                                          "WHERE seq > ? ORDER BY seq", (self._cursor,))
+                # Rows are fetched a few at a time: a batch needs tens of them, the table may hold millions.
+                stored = (Item(s, k, b, json.loads(p) if p else None, c, sn, u)
+                          for chunk in _growing_fetch(cursor) for s, k, b, p, c, sn, u in chunk)
             spilled = (i for i in list(self._spill) if i.seq > self._cursor)   # always newer than stored rows
             candidates = itertools.chain(stored, spilled)
             batches: list[list[Item]] = []
@@ -370,10 +399,15 @@ class Outbox:
                     following = batch[0]           # left for later, with its company
                     break
                 batches.append(batch)
-            cursor.close()
             for batch in batches:
                 self._mark_in_flight(batch)
                 self._cursor = batch[-1].seq
+            if cursor is not None:
+                cursor.close()
+                if following is None:          # the table had nothing more: what is stored next is all there is
+                    self._forget_fresh(complete=True)
+            while self._fresh and self._fresh[0].seq <= self._cursor:
+                self._fresh_bytes -= self._fresh.popleft().size
             # The scan stopped at the oldest unclaimed reading (or found none): no second query needed.
             self._oldest_unclaimed = following.created if following is not None else None
             return batches

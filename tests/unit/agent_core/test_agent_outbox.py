@@ -132,6 +132,21 @@ def test_disk_full_keeps_readings_in_memory_and_stores_them_later(tmp_path):
         assert [json.loads(i.body)["n"] for i in ob.claim(1 << 30)] == list(range(31))
 
 
+def test_readings_claimed_from_the_spill_are_not_claimed_again_once_stored(tmp_path):
+    with Outbox(tmp_path / "o.sqlite", 1 << 30) as ob:
+        ob.add(body(0))
+        pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+        ob._db.execute(f"PRAGMA max_page_count={pages}")
+        ob.add_many([body(i, 2000) for i in range(1, 6)])
+        first = ob.claim_batches(3, 1, max_items=1)                 # readings 0, 1 and 2, the last two spilled
+        ob._db.execute("PRAGMA max_page_count=1073741823")
+        ob.add(body(6))                  # the spill is stored now, then the new reading
+        assert ob.stats().spilled == 0
+        rest = ob.claim(1 << 30)
+        assert [json.loads(i.body)["n"] for batch in first for i in batch] == [0, 1, 2]
+        assert [json.loads(i.body)["n"] for i in rest] == [3, 4, 5, 6]
+
+
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "o.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
@@ -302,3 +317,54 @@ def test_group_commits_of_any_size_store_every_reading_in_order(tmp_path, count)
         assert ob.add_many([body(i) for i in range(count)]) == list(range(1, count + 1))
         rows = ob._db.execute("SELECT seq, body FROM readings ORDER BY seq").fetchall()
     assert [(seq, json.loads(text)["n"]) for seq, text in rows] == [(i + 1, i) for i in range(count)]
+
+
+def _claimed(batches: list[list]) -> list[list[tuple]]:
+    return [[tuple(item) for item in batch] for batch in batches]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_claims_from_memory_match_claims_from_the_table(tmp_path, seed):
+    """The in-memory copy of fresh readings is only a shortcut: every claim is what the table would give."""
+    import random
+
+    rng = random.Random(seed)
+    size = len(body(10, 40)) + ROW_OVERHEAD
+    fast = Outbox(tmp_path / "fast.sqlite", 40 * size, clock=lambda: 1000.0).open()   # drop-oldest now and then
+    reference = Outbox(tmp_path / "reference.sqlite", 40 * size, clock=lambda: 1000.0).open()
+    fast.fresh_max_bytes = 12 * size      # overflows in bursts, then catches up again
+    reference.fresh_max_bytes = 0         # every claim reads the table
+    from_memory = overflows = 0
+    in_flight: list[tuple[list, list]] = []
+    try:
+        for step in range(300):
+            action = rng.random()
+            if action < 0.4:
+                bodies = [body(rng.randrange(10, 99), rng.randrange(0, 60)) for _ in range(rng.randrange(1, 8))]
+                kind = "telemetry" if rng.random() < 0.9 else "event"
+                sensors = [(rng.choice("abc"), None) for _ in bodies]
+                complete = fast._fresh_complete
+                assert fast.add_many(bodies, kind, sensors=sensors) == reference.add_many(bodies, kind,
+                                                                                         sensors=sensors)
+                overflows += complete and not fast._fresh_complete
+            elif action < 0.75:
+                count, max_bytes = rng.randrange(1, 5), rng.randrange(60, 600)
+                from_memory += overflows and fast._fresh_complete and bool(fast._fresh)
+                got, expected = fast.claim_batches(count, max_bytes), reference.claim_batches(count, max_bytes)
+                assert _claimed(got) == _claimed(expected), f"step {step}"
+                in_flight.extend(zip(got, expected, strict=True))
+            elif action < 0.9 and in_flight:
+                mine, theirs = in_flight.pop(rng.randrange(len(in_flight)))
+                fast.ack([i.seq for i in mine])
+                reference.ack([i.seq for i in theirs])
+            elif in_flight:
+                mine, theirs = in_flight.pop(0)
+                fast.release(mine)
+                reference.release(theirs)
+            assert fast.pending() == reference.pending(), f"step {step}"
+            assert fast.stats().depth == reference.stats().depth, f"step {step}"
+        assert overflows and from_memory, "claims did not go back to memory after the copy overflowed"
+        assert fast.stats().counters["dropped_readings"], "the bound never dropped anything"
+    finally:
+        fast.close()
+        reference.close()
