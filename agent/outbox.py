@@ -424,10 +424,10 @@ class Outbox:
         return out
 
     def _mark_in_flight(self, batch: list[Item]) -> None:
-        for item in batch:
-            self._in_flight[item.seq] = item.size
-            self._unclaimed_bytes -= item.size
-            self._unclaimed_n -= 1
+        sizes = {item.seq: len(item.body) + ROW_OVERHEAD for item in batch}   # Item.size, without the calls
+        self._in_flight.update(sizes)
+        self._unclaimed_bytes -= sum(sizes.values())
+        self._unclaimed_n -= len(batch)
 
     def ack(self, seqs: Iterable[int], messages: int = 1) -> None:
         """IoT Hub acknowledged these readings: remove them for good."""
