@@ -5,15 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
-from agent.cli import build_parser, run_parser
+from agent.cli import main_for
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from emulator import commands
 
-    parser = build_parser("roost-sim", "roost emulators: board, IoT Hub, DPS", commands, __version__)
-    return run_parser(parser, argv)
+    # Like `roost`, only the named subcommand's module is imported (the hub emulator does not load the board's).
+    return main_for("roost-sim", "roost emulators: board, IoT Hub, DPS", commands, argv)
 
 
 if __name__ == "__main__":
