@@ -141,6 +141,7 @@ class HubUplink:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._force_reprovision = False
+        self._answering = 0                      # direct methods being handled and answered right now
         self._method_handler: MethodHandler | None = None
         self._desired_handler: DesiredHandler | None = None
         self._c2d_handler: C2DHandler | None = None
@@ -273,9 +274,13 @@ class HubUplink:
         return str(explained)
 
     def reprovision(self) -> None:
-        """Ask DPS for this device's hub again and reconnect (the hub moved, or refused the identity)."""
+        """Ask DPS for this device's hub again and reconnect (the hub moved, or refused the identity).
+
+        Asked for by a direct method (rotateDeviceKey, reprovision), it waits until the answers in progress
+        are sent: dropping the connection first would lose the answer, and the caller would see a timeout.
+        """
         self._force_reprovision = True
-        if self._client is not None:
+        if self._client is not None and not self._answering:
             self._mark_lost(self._client, "re-provisioning requested")
 
     async def stop(self) -> None:
@@ -429,16 +434,22 @@ class HubUplink:
         from azure.iot.device import MethodResponse
 
         assert self._method_handler is not None
+        self._answering += 1
         try:
-            status, payload = await self._method_handler(request.name, request.payload)
-        except Exception as exc:
-            log.exception("method %s failed", request.name)
-            status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        try:
-            response = MethodResponse.create_from_method_request(request, status, payload)
-            await self._timed(client.send_method_response(response), "answer a method")
-        except Exception as exc:
-            log.warning("cannot answer method %s: %s", request.name, _describe(exc))
+            try:
+                status, payload = await self._method_handler(request.name, request.payload)
+            except Exception as exc:
+                log.exception("method %s failed", request.name)
+                status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
+            try:
+                response = MethodResponse.create_from_method_request(request, status, payload)
+                await self._timed(client.send_method_response(response), "answer a method")
+            except Exception as exc:
+                log.warning("cannot answer method %s: %s", request.name, _describe(exc))
+        finally:
+            self._answering -= 1
+            if self._force_reprovision and not self._answering:   # a method asked for it: answered now
+                self._mark_lost(client, "re-provisioning requested")
 
     async def _deliver(self, patch: dict) -> None:
         assert self._desired_handler is not None

@@ -70,3 +70,35 @@ def test_methods_twin_and_c2d_reach_their_handlers_before_and_after_a_reconnect(
     assert all("$version" in p for p in patches)
     _, props = messages[0]
     assert props["k"] == "v" and "$.message_id" in props
+
+
+def test_a_method_that_asks_for_reprovisioning_is_answered_before_the_reconnect(hub):
+    uplink = HubUplink(HubConfig(connect_timeout_s=10, send_timeout_s=5, backoff_base_s=0.05, backoff_cap_s=0.2),
+                       hub.credentials)
+
+    async def on_method(name, payload):
+        uplink.reprovision()          # as rotateDeviceKey and reprovision do
+        await asyncio.sleep(0.3)      # the handler goes on after asking: the connection must outlive the answer
+        return 200, {"moving": True}
+
+    uplink.on_method(on_method)
+
+    async def scenario():
+        task = asyncio.create_task(uplink.run())
+        try:
+            await uplink.wait_connected(30)
+            async with asyncio.timeout(30):
+                while DEVICE not in hub.hub.connected_devices():
+                    await asyncio.sleep(0.05)
+            result = await asyncio.to_thread(hub.thread.call, hub.hub.invoke_method(DEVICE, "move", None,
+                                                                                    timeout_s=10))
+            assert (result.status, result.payload) == (200, {"moving": True})
+            async with asyncio.timeout(30):
+                while not (uplink.stats.reprovisions >= 1 and uplink.connected):
+                    await asyncio.sleep(0.05)
+        finally:
+            await uplink.stop()
+            await task
+
+    asyncio.run(scenario())
+    assert uplink.stats.connects >= 2
