@@ -142,6 +142,8 @@ class HubUplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._force_reprovision = False
         self._answering = 0                      # direct methods being handled and answered right now
+        self._answered = asyncio.Event()         # set while none is
+        self._answered.set()
         self._method_handler: MethodHandler | None = None
         self._desired_handler: DesiredHandler | None = None
         self._c2d_handler: C2DHandler | None = None
@@ -248,6 +250,8 @@ class HubUplink:
                 continue
             attempt = 0
             await self._stay_connected(client)
+            if self._stopping:
+                await self._answers_sent()
             await self._teardown(client)
             if not self._stopping:
                 # A short, jittered pause even after a clean drop keeps a flapping link from becoming a storm.
@@ -435,6 +439,7 @@ class HubUplink:
 
         assert self._method_handler is not None
         self._answering += 1
+        self._answered.clear()
         try:
             try:
                 status, payload = await self._method_handler(request.name, request.payload)
@@ -448,8 +453,15 @@ class HubUplink:
                 log.warning("cannot answer method %s: %s", request.name, _describe(exc))
         finally:
             self._answering -= 1
-            if self._force_reprovision and not self._answering:   # a method asked for it: answered now
-                self._mark_lost(client, "re-provisioning requested")
+            if not self._answering:
+                self._answered.set()
+                if self._force_reprovision:      # a method asked for it: answered now
+                    self._mark_lost(client, "re-provisioning requested")
+
+    async def _answers_sent(self) -> None:
+        """Before closing for good, let the answers in progress go out: a reboot method's 200, for one."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), self.hub.send_timeout_s)
 
     async def _deliver(self, patch: dict) -> None:
         assert self._desired_handler is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from agent_rig import DEVICE
 
 from agent.config import HubConfig
@@ -72,14 +73,20 @@ def test_methods_twin_and_c2d_reach_their_handlers_before_and_after_a_reconnect(
     assert props["k"] == "v" and "$.message_id" in props
 
 
-def test_a_method_that_asks_for_reprovisioning_is_answered_before_the_reconnect(hub):
+@pytest.mark.parametrize("then", ["reprovision", "stop"])
+def test_a_method_that_ends_the_connection_is_answered_first(hub, then):
+    """rotateDeviceKey and reprovision ask for a new connection, reboot and factoryReset stop the agent."""
     uplink = HubUplink(HubConfig(connect_timeout_s=10, send_timeout_s=5, backoff_base_s=0.05, backoff_cap_s=0.2),
                        hub.credentials)
+    stopping: list[asyncio.Task] = []
 
     async def on_method(name, payload):
-        uplink.reprovision()          # as rotateDeviceKey and reprovision do
+        if then == "reprovision":
+            uplink.reprovision()
+        else:
+            stopping.append(asyncio.create_task(uplink.stop()))
         await asyncio.sleep(0.3)      # the handler goes on after asking: the connection must outlive the answer
-        return 200, {"moving": True}
+        return 200, {"done": then}
 
     uplink.on_method(on_method)
 
@@ -90,15 +97,15 @@ def test_a_method_that_asks_for_reprovisioning_is_answered_before_the_reconnect(
             async with asyncio.timeout(30):
                 while DEVICE not in hub.hub.connected_devices():
                     await asyncio.sleep(0.05)
-            result = await asyncio.to_thread(hub.thread.call, hub.hub.invoke_method(DEVICE, "move", None,
+            result = await asyncio.to_thread(hub.thread.call, hub.hub.invoke_method(DEVICE, "bye", None,
                                                                                     timeout_s=10))
-            assert (result.status, result.payload) == (200, {"moving": True})
+            assert (result.status, result.payload) == (200, {"done": then})
             async with asyncio.timeout(30):
-                while not (uplink.stats.reprovisions >= 1 and uplink.connected):
+                while not (task.done() if then == "stop" else uplink.stats.reprovisions >= 1 and uplink.connected):
                     await asyncio.sleep(0.05)
         finally:
             await uplink.stop()
             await task
 
     asyncio.run(scenario())
-    assert uplink.stats.connects >= 2
+    assert uplink.stats.connects == (2 if then == "reprovision" else 1)
