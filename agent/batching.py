@@ -117,15 +117,14 @@ async def aclaim(outbox, epoch: str, batch_max_bytes: int, max_items: int = 10_0
 
 
 async def aclaim_full(outbox: Outbox, epoch: str, batch_max_bytes: int, count: int) -> list[list[Item]]:
-    """Up to ``count`` batches in one trip to the outbox thread and one scan of its table.
+    """Up to ``count`` batches in one claim (one trip to the outbox thread and one scan of its table, if any).
 
     A backlog drains faster this way; only the first batch may be partly filled (the caller decided it is
     due), later ones are claimed only when full, so a partial one waits for company.
     """
     budget = body_budget(epoch, batch_max_bytes)
     base = envelope_size(epoch)
-    return await outbox.run_in_thread(lambda: outbox.claim_batches(count, budget, base=base,
-                                                                   cost_factory=packed_cost))
+    return await outbox.aclaim_batches(count, budget, base=base, cost_factory=packed_cost)
 
 
 def properties_size(epoch: str) -> int:

@@ -541,7 +541,27 @@ class Outbox:
 
     async def aclaim(self, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
                      cost: Callable[[Item], int] = lambda item: len(item.body)) -> list[Item]:
-        return await self._jobs.call(lambda: self.claim(max_bytes, max_items, base=base, cost=cost))
+        batches = await self.aclaim_batches(1, max_bytes, max_items, base=base, cost_factory=lambda: cost)
+        return batches[0] if batches else []
+
+    async def aclaim_batches(self, count: int, max_bytes: int, max_items: int = 10_000, *, base: int = 0,
+                             cost_factory: Callable[[], Callable[[Item], int]] = lambda: lambda item: len(item.body),
+                             ) -> list[list[Item]]:
+        """``claim_batches`` for the event loop: right here when no query is needed, else on the outbox thread.
+
+        Readings waiting in memory (see FRESH_MAX_BYTES) are claimed without the thread hop, unless the outbox
+        thread holds the lock (in a commit's fsync, say): the loop never waits for it.
+        """
+        def claim() -> list[list[Item]]:
+            return self.claim_batches(count, max_bytes, max_items, base=base, cost_factory=cost_factory)
+
+        if self._fresh_complete and self._lock.acquire(blocking=False):
+            try:
+                if self._fresh_complete:      # still, now that nothing can change it
+                    return claim()
+            finally:
+                self._lock.release()
+        return await self._jobs.call(claim)
 
     def ack_soon(self, seqs: list[int], messages: int = 1) -> None:
         """Queue an acknowledgement for the outbox thread and return at once (the forwarder's hot path).

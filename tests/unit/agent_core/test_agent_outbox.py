@@ -368,3 +368,39 @@ def test_claims_from_memory_match_claims_from_the_table(tmp_path, seed):
     finally:
         fast.close()
         reference.close()
+
+
+def test_claims_from_memory_skip_the_outbox_thread_unless_it_holds_the_outbox(tmp_path):
+    import asyncio
+    import threading
+
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, 1 << 20) as ob:
+        ob.add_many([body(i) for i in range(6)])
+        batches = asyncio.run(ob.aclaim_batches(2, 1, max_items=1))
+        assert [[i.seq for i in b] for b in batches] == [[1], [2]]
+        assert ob._jobs._thread is None                  # served on the caller's thread
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:                              # as the outbox thread does during a commit's fsync
+            with ob._lock:
+                held.set()
+                release.wait(5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(5)
+
+        async def claim_while_held() -> list:
+            pending = asyncio.ensure_future(ob.aclaim_batches(1, 1, max_items=1))
+            await asyncio.sleep(0.05)
+            assert not pending.done()                    # queued for the outbox thread, the loop is free
+            release.set()
+            return await pending
+
+        assert [[i.seq for i in b] for b in asyncio.run(claim_while_held())] == [[3]]
+        holder.join(5)
+        assert ob._jobs._thread is not None
+    with Outbox(path, 1 << 20) as again:                 # stored before this start: read from the table
+        assert [[i.seq for i in b] for b in asyncio.run(again.aclaim_batches(1, 1 << 20))] == [[1, 2, 3, 4, 5, 6]]
+        assert again._jobs._thread is not None
