@@ -66,7 +66,7 @@ def header(epoch: str) -> str:
 
 def group_overhead(sensor: str | None, units: str | None) -> int:
     """Bytes one sensor's group adds besides its readings: `"name":{"units":{..},"readings":[` ... `]},`."""
-    return len(json.dumps(sensor or "")) + len(':{"units":,"readings":[]},') + len(units or "{}")
+    return len(_json_text(sensor or "")) + len(':{"units":,"readings":[]},') + len(units or "{}")
 
 
 def item_overhead(seq: int) -> int:
@@ -145,8 +145,13 @@ def body_budget(epoch: str, batch_max_bytes: int) -> int:
 
 def metered_size(batch: Batch) -> int:
     """The size IoT Hub bills for this message: body, system property values, application properties."""
-    return (len(batch.body) + len(batch.message_id) + len(CONTENT_TYPE) + len(CONTENT_ENCODING)
-            + sum(len(k) + len(v) for k, v in batch.properties.items()))
+    props = batch.properties
+    application = (_TELEMETRY_PROPERTIES_SIZE if props is TELEMETRY_PROPERTIES
+                   else sum(len(k) + len(v) for k, v in props.items()))
+    return len(batch.body) + len(batch.message_id) + len(CONTENT_TYPE) + len(CONTENT_ENCODING) + application
+
+
+_TELEMETRY_PROPERTIES_SIZE = sum(len(k) + len(v) for k, v in TELEMETRY_PROPERTIES.items())
 
 
 def envelope_size(epoch: str) -> int:
