@@ -172,7 +172,7 @@ async def _raw_latencies(hub: _Hub, count: int) -> list[float]:
     return out
 
 
-ROUNDS = 5       # alternating rounds per throughput figure: the machine is shared, medians tame it
+ROUNDS = 7       # alternating rounds per throughput figure: the machine is shared, medians tame it
 IN_FLIGHT = 16   # telemetry.max_in_flight's default; the raw baseline gets the same concurrency
 
 
