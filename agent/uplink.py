@@ -141,9 +141,7 @@ class HubUplink:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._force_reprovision = False
-        self._answering = 0                      # direct methods being handled and answered right now
-        self._answered = asyncio.Event()         # set while none is
-        self._answered.set()
+        self._answering: set[asyncio.Task] = set()   # direct methods being handled and answered right now
         self._method_handler: MethodHandler | None = None
         self._desired_handler: DesiredHandler | None = None
         self._c2d_handler: C2DHandler | None = None
@@ -438,8 +436,9 @@ class HubUplink:
         from azure.iot.device import MethodResponse
 
         assert self._method_handler is not None
-        self._answering += 1
-        self._answered.clear()
+        me = asyncio.current_task()
+        assert me is not None
+        self._answering.add(me)
         try:
             try:
                 status, payload = await self._method_handler(request.name, request.payload)
@@ -452,16 +451,14 @@ class HubUplink:
             except Exception as exc:
                 log.warning("cannot answer method %s: %s", request.name, _describe(exc))
         finally:
-            self._answering -= 1
-            if not self._answering:
-                self._answered.set()
-                if self._force_reprovision:      # a method asked for it: answered now
-                    self._mark_lost(client, "re-provisioning requested")
+            self._answering.discard(me)
+            if not self._answering and self._force_reprovision:   # a method asked for it: answered now
+                self._mark_lost(client, "re-provisioning requested")
 
     async def _answers_sent(self) -> None:
         """Before closing for good, let the answers in progress go out: a reboot method's 200, for one."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._answered.wait(), self.hub.send_timeout_s)
+        if self._answering:
+            await asyncio.wait(self._answering, timeout=self.hub.send_timeout_s)
 
     async def _deliver(self, patch: dict) -> None:
         assert self._desired_handler is not None
