@@ -88,7 +88,12 @@ def test_uart_faults_reach_the_reading(rig, fault, kinds) -> None:
     _, platform, sensors = rig
     assert sensors["particles"].read().ok  # opened and identified before the fault starts
     platform.inject("particles", fault)
-    assert first_fault(sensors["particles"]) in kinds
+    if fault == "unplugged":
+        # Bytes already in the pty when the part goes may arrive as a torn frame first; then the line is silent.
+        seen = faults_until(sensors["particles"], "timeout")
+        assert seen and seen[-1] == "timeout" and set(seen) <= {"frame", "timeout"}, seen
+    else:
+        assert first_fault(sensors["particles"]) in kinds
     assert sensors["position"].read().ok  # the other UART goes on
     platform.clear("particles")
     assert sensors["particles"].read().ok
