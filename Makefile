@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.roost-installed
 # Two workers fit the two-core CI machine; override with `make test PYTEST_ARGS=...`.
 PYTEST_ARGS ?= -n 2
 # roost supports Python 3.11 (Raspberry Pi OS bookworm) and 3.13 (Debian trixie). `make test` runs the whole
-# suite on $(PYTHON) and the unit suites on the other one when it is installed (COMPAT_PYTHON= to skip).
+# suite on $(PYTHON), then again on the other one when it is installed (COMPAT_PYTHON= to skip).
 COMPAT_PYTHON ?= $(shell for c in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/bin/python3.13; do \
 	$$c -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo $$c; break; }; done)
 COMPAT_VENV  ?= .venv-compat
-COMPAT_TESTS ?= tests/unit tests/micropython
+COMPAT_TESTS ?= tests
 
 .PHONY: all setup demo test test-compat lint bench clean
 
@@ -49,7 +49,7 @@ ifeq ($(strip $(COMPAT_PYTHON)),)
 	@echo "roost: no Python 3.13 here; the suite ran on $$($(PY) -V) only"
 else
 	@$(MAKE) --no-print-directory $(COMPAT_VENV)/.roost-installed
-	@echo "roost: unit suites on $$($(COMPAT_VENV)/bin/python -V)"
+	@echo "roost: the suite again on $$($(COMPAT_VENV)/bin/python -V)"
 	@$(COMPAT_VENV)/bin/python -m pytest $(PYTEST_ARGS) -q -p no:cacheprovider $(COMPAT_TESTS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "roost: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 endif
