@@ -34,6 +34,8 @@ AGENT_USER = "roost"
 IDENTITY_METHODS = ("symmetric", "x509", "tpm", "connection-string")
 PLATFORMS = ("linux", "emulated")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TRANSPORTS = ("mqtt", "mqtt-ws")
+MQTT_PORT, WEBSOCKET_PORT = 8883, 443
 
 
 def _key(default: Any, doc: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
@@ -81,6 +83,9 @@ class IdentityConfig:
 @dataclass(frozen=True)
 class HubConfig:
     gateway_hostname: str = _key("", "connect through this transparent gateway (IoT Edge) instead of the hub")
+    transport: str = _key("mqtt", "`mqtt` (MQTT over TLS, port 8883) or `mqtt-ws` (MQTT over WebSockets, port 443, "
+                                  "for networks that let only HTTPS out); for the hub, the gateway and DPS",
+                          choices=TRANSPORTS)
     ca_file: str = _key("", "trust anchor PEM for the hub or gateway; empty means the system trust store",
                         path=True)
     model_id: str = _key("dtmi:roost:device;1", "IoT Plug and Play model id announced when connecting")
@@ -93,6 +98,15 @@ class HubConfig:
     backoff_base_s: float = _key(1.0, "first reconnect delay; doubles each failed attempt (with jitter)",
                                  minimum=0.01)
     backoff_cap_s: float = _key(300.0, "longest reconnect delay", minimum=0.1)
+
+    @property
+    def websockets(self) -> bool:
+        return self.transport == "mqtt-ws"
+
+    @property
+    def port(self) -> int:
+        """Where the hub, gateway and DPS are reached over MQTT with this transport."""
+        return WEBSOCKET_PORT if self.websockets else MQTT_PORT
 
 
 @dataclass(frozen=True)

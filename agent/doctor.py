@@ -77,14 +77,14 @@ def check_port(host: str, port: int, purpose: str, required: bool, timeout: floa
     return Check(f"port {port}", PASS, f"{host}:{port} ({purpose}) accepts connections")
 
 
-def check_tls(target: Target, timeout: float) -> list[Check]:
-    probe = probe_tls(target.host, 8883, target.ca_pem, timeout=timeout)
+def check_tls(target: Target, timeout: float, port: int = 8883) -> list[Check]:
+    probe = probe_tls(target.host, port, target.ca_pem, timeout=timeout)
     if probe.kind == "unreachable":
-        return [Check("tls chain", SKIP, "port 8883 is not reachable, so TLS was not tried", probe.fix)]
+        return [Check("tls chain", SKIP, f"port {port} is not reachable, so TLS was not tried", probe.fix)]
     if probe.kind in ("wrong-ca", "expired", "tls"):
         return [Check("tls chain", FAIL, probe.detail, probe.fix),
                 Check("tls hostname", SKIP, "the chain is not trusted, so the name was not checked")]
-    chain = Check("tls chain", PASS, f"{target.host}:8883 chains to "
+    chain = Check("tls chain", PASS, f"{target.host}:{port} chains to "
                   f"{'the configured root CA' if target.ca_pem else 'the system CA store'} "
                   f"(issuer {probe.issuer}, valid until {probe.not_after})")
     if probe.kind == "hostname-mismatch":
@@ -325,21 +325,25 @@ def run_checks(config: Any, *, state_dir: Path | None = None, now: float | None 
     target, checks = find_target(config, state_dir)
     ident = config.identity
     if ident.method in ("symmetric", "x509", "tpm"):
-        # TPM attestation only exists in DPS's HTTPS API; the SDK's symmetric/X.509 registration uses MQTT.
+        # TPM attestation only exists in DPS's HTTPS API; the SDK's symmetric/X.509 registration uses MQTT
+        # (over WebSockets on 443 with hub.transport = "mqtt-ws").
         tpm = ident.method == "tpm"
-        dps_host, dps_port = _split_host(ident.provisioning_host, 443 if tpm else 8883)
+        dps_host, dps_port = _split_host(ident.provisioning_host, 443 if tpm else config.hub.port)
+        how = "HTTPS" if tpm else "MQTT over WebSockets" if config.hub.websockets else "MQTT"
         checks.append(dns := check_dns(dps_host, "provisioning service"))
         if dns.status == PASS:
-            checks.append(check_port(dps_host, dps_port, "DPS over HTTPS" if tpm else "DPS over MQTT", True,
-                                     timeout))
+            checks.append(check_port(dps_host, dps_port, f"DPS over {how}", True, timeout))
     if target.host:
         what = "gateway" if target.via_gateway else "hub"
         checks.append(dns := check_dns(target.host, what))
         if dns.status == PASS:
-            checks.append(check_port(target.host, 8883, "MQTT", True, timeout))
+            # The port the agent's transport needs must be open; the others are worth knowing about.
+            websockets = config.hub.websockets
+            checks.append(check_port(target.host, 8883, "MQTT", not websockets, timeout))
             checks.append(check_port(target.host, 5671, "AMQP", False, timeout))
-            checks.append(check_port(target.host, 443, "HTTPS, websockets and file upload", False, timeout))
-            checks.extend(check_tls(target, timeout))
+            checks.append(check_port(target.host, 443, "MQTT over WebSockets and file upload" if websockets
+                                     else "HTTPS, websockets and file upload", websockets, timeout))
+            checks.extend(check_tls(target, timeout, config.hub.port))
     checks.append(check_trust_anchors(config, state_dir, now))
     if time_url is None and ident.method in ("symmetric", "x509", "tpm"):
         time_url = f"https://{_split_host(ident.provisioning_host, 443)[0]}/"

@@ -268,7 +268,7 @@ class HubUplink:
         from agent.identity import describe_connect_failure
 
         try:
-            explained = await asyncio.to_thread(describe_connect_failure, creds, exc,
+            explained = await asyncio.to_thread(describe_connect_failure, creds, exc, port=self.hub.port,
                                                 timeout=min(5.0, self.hub.connect_timeout_s))
         except Exception as probe_error:   # the explanation is a courtesy; never let it break the retry loop
             log.debug("could not probe the connection failure: %s", _describe(probe_error))
@@ -375,6 +375,7 @@ class HubUplink:
             "connection_retry": False,
             "auto_connect": False,
             "keep_alive": self.hub.keepalive_s,
+            "websockets": self.hub.websockets,
         }
         if self.hub.model_id:
             options["product_info"] = self.hub.model_id

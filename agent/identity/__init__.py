@@ -49,18 +49,18 @@ def resolve(config: Any, state_dir: str | Path, force: bool = False, *, check_ga
                                  "use symmetric, x509, tpm or connection-string")
     creds = _with_route_and_trust(creds, config, state_dir)
     if check_gateway and creds.gateway_hostname:
-        _check_gateway(creds, timeout=min(5.0, float(config.hub.connect_timeout_s)))
+        _check_gateway(creds, config.hub.port, timeout=min(5.0, float(config.hub.connect_timeout_s)))
     return creds
 
 
-def _check_gateway(creds: HubCredentials, timeout: float) -> None:
+def _check_gateway(creds: HubCredentials, port: int, timeout: float) -> None:
     import threading
 
     from agent.identity.tls_check import probe_tls
 
     outcome: list = []
     # A worker thread bounds the name lookup too, which socket timeouts do not cover.
-    worker = threading.Thread(target=lambda: outcome.append(probe_tls(creds.gateway_hostname, 8883, creds.ca_pem,
+    worker = threading.Thread(target=lambda: outcome.append(probe_tls(creds.gateway_hostname, port, creds.ca_pem,
                                                                       timeout=timeout)),
                               name="gateway-tls-check", daemon=True)
     worker.start()
@@ -146,11 +146,12 @@ def _resolve_dps(config: Any, state_dir: Path, force: bool) -> HubCredentials:
         timeout = _dps_timeout(config)
         if ident.method == "symmetric":
             reg = dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
-                               registration_id=reg_id, symmetric_key=key_b64, ca_pem=ca_pem, timeout_s=timeout)
+                               registration_id=reg_id, symmetric_key=key_b64, ca_pem=ca_pem, timeout_s=timeout,
+                               websockets=config.hub.websockets)
         else:
             reg = dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
                                registration_id=reg_id, x509=(files.cert_file, files.key_file, None),
-                               ca_pem=ca_pem, timeout_s=timeout)
+                               ca_pem=ca_pem, timeout_s=timeout, websockets=config.hub.websockets)
         cached = cache.Assignment(reg.hostname, reg.device_id, reg_id, method, inputs, time.time(), reg.substatus)
         cache.save(state_dir, cached)
 
@@ -184,7 +185,8 @@ def rotate_symmetric_key(config: Any, state_dir: str | Path, new_key_b64: str,
         raise ConfigurationError("the new device key is the key already in use", "send the enrollment's new key")
     dps.register(provisioning_host=ident.provisioning_host, id_scope=ident.id_scope,
                  registration_id=registration_id(config), symmetric_key=new_key_b64.strip(),
-                 ca_pem=_provisioning_ca_pem(config), timeout_s=timeout_s or _dps_timeout(config))
+                 ca_pem=_provisioning_ca_pem(config), timeout_s=timeout_s or _dps_timeout(config),
+                 websockets=config.hub.websockets)
     install_rotated_key(state_dir, new_key_b64, current)
     cache.forget(state_dir)
 
@@ -203,7 +205,7 @@ def is_auth_failure(error: BaseException) -> bool:
 
 
 def describe_connect_failure(creds: HubCredentials, error: BaseException, *, address: str | None = None,
-                             timeout: float = 5.0) -> IdentityError:
+                             port: int = 8883, timeout: float = 5.0) -> IdentityError:
     """Turn the SDK's opaque connection error into one that says what is wrong (CA, hostname, network, key)."""
     from agent.identity.tls_check import probe_tls
 
@@ -212,7 +214,7 @@ def describe_connect_failure(creds: HubCredentials, error: BaseException, *, add
         return IdentityError(f"{target} refused the credentials of device {creds.device_id!r}",
                              "the device may have been deleted, disabled or moved; the agent asks DPS again "
                              "(roost provision --force)", kind="auth")
-    probe = probe_tls(target, 8883, creds.ca_pem, address=address, timeout=timeout)
+    probe = probe_tls(target, port, creds.ca_pem, address=address, timeout=timeout)
     if probe.ok:
         return IdentityError(f"connection to {target} failed ({type(error).__name__}: {error})",
                              "run roost doctor for the full list of checks", kind="connection")

@@ -23,21 +23,25 @@ class Registration:
     substatus: str
 
 
-def _split_host(host: str) -> tuple[str, int]:
+def _split_host(host: str, default_port: int = 8883) -> tuple[str, int]:
     name, sep, port = host.rpartition(":")
     if sep and port.isdigit() and name and not name.endswith("]"):
         return name, int(port)
-    return host, 8883
+    return host, default_port
 
 
 def register(*, provisioning_host: str, id_scope: str, registration_id: str, symmetric_key: str | None = None,
              x509: tuple[str, str, str | None] | None = None, ca_pem: str | None = None,
-             timeout_s: float = 60.0) -> Registration:
-    """Register with DPS using a base64 symmetric key or X.509 files (cert, key, pass phrase)."""
+             timeout_s: float = 60.0, websockets: bool = False) -> Registration:
+    """Register with DPS using a base64 symmetric key or X.509 files (cert, key, pass phrase); ``websockets``:
+    MQTT over WebSockets on port 443 rather than MQTT on 8883."""
     from azure.iot.device import X509, ProvisioningDeviceClient
     from azure.iot.device import exceptions as sdk_errors
 
-    kwargs = {"server_verification_cert": ca_pem} if ca_pem else {}
+    port = 443 if websockets else 8883
+    kwargs: dict = {"websockets": websockets}
+    if ca_pem:
+        kwargs["server_verification_cert"] = ca_pem
     if symmetric_key is not None:
         client = ProvisioningDeviceClient.create_from_symmetric_key(
             provisioning_host=provisioning_host, registration_id=registration_id, id_scope=id_scope,
@@ -68,7 +72,7 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
         except Exception:
             pass
         raise ProvisioningError(f"{where} did not answer within {timeout_s:.0f} s",
-                                "check network access to the provisioning host on port 8883 (roost doctor)",
+                                f"check network access to the provisioning host on port {port} (roost doctor)",
                                 kind="timeout")
     error = outcome.get("error")
     if isinstance(error, sdk_errors.CredentialError):
@@ -83,7 +87,7 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
                                 kind="refused") from None
     if error is not None:
         # The SDK wraps TLS failures in generic connection errors: ask the TLS layer what it was.
-        raise _explain_connection_failure(provisioning_host, ca_pem, where, error) from None
+        raise _explain_connection_failure(provisioning_host, ca_pem, where, error, port) from None
     result = outcome["result"]
     state = result.registration_state
     if result.status != "assigned" or state is None or not state.assigned_hub:
@@ -96,10 +100,11 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
     return Registration(state.assigned_hub, state.device_id or registration_id, state.sub_status or "")
 
 
-def _explain_connection_failure(host: str, ca_pem: str | None, where: str, error: Exception) -> ProvisioningError:
+def _explain_connection_failure(host: str, ca_pem: str | None, where: str, error: Exception,
+                                port: int = 8883) -> ProvisioningError:
     from agent.identity.tls_check import probe_tls
 
-    name, port = _split_host(host)
+    name, port = _split_host(host, port)
     probe = probe_tls(name, port, ca_pem, timeout=5.0)
     if probe.ok:
         return ProvisioningError(f"{where} failed: {error} ({type(error).__name__})",

@@ -46,6 +46,10 @@ def _register_serve(sub: Any) -> None:
                        help="another hub on this address, for DPS allocation (repeatable)")
     serve.add_argument("--dps-address", help="address of DPS's MQTT listener (default: --address)")
     serve.add_argument("--dps-https-port", type=int, default=8443, help="DPS HTTPS REST port (default 8443)")
+    serve.add_argument("--websocket-port", type=int, metavar="PORT",
+                       help="also serve MQTT over WebSockets on this port of every address, as IoT Hub does on 443 "
+                            "(the SDK's websockets=True, roost's hub.transport = \"mqtt-ws\"); it also answers "
+                            "device file upload when --device-port is the same port")
     serve.add_argument("--id-scope", default=DEFAULT_ID_SCOPE, help=f"DPS id scope (default {DEFAULT_ID_SCOPE})")
     serve.add_argument("--gateway-address", help="run a transparent gateway listener on this address")
     serve.add_argument("--gateway-hostname", action="append", default=None, metavar="NAME",
@@ -82,7 +86,8 @@ def _config(args: argparse.Namespace):
         state_dir=args.state_dir or default_state_dir(), address=args.address, hub_hostname=args.hub_hostname,
         extra_hubs=args.extra_hub, dps_address=args.dps_address, dps_https_port=args.dps_https_port,
         id_scope=args.id_scope, gateway_address=args.gateway_address, gateway_hostnames=args.gateway_hostname,
-        server_names=args.server_name, immediate_assignment=not args.poll_assignment, quotas=quotas)
+        server_names=args.server_name, immediate_assignment=not args.poll_assignment, quotas=quotas,
+        websocket_port=args.websocket_port)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -152,6 +157,9 @@ def _print_info(info: dict, devices: dict[str, str]) -> None:
     dps = info["dps"]
     lines.append(f"  DPS       mqtts://{dps['host']}:{port}   provisioning host {dps['host']}, "
                  f"id scope {dps['id_scope']}")
+    if info.get("websocket_port"):
+        lines.append(f"  MQTT over WebSockets on port {info['websocket_port']} of each address above "
+                     "(wss://HOST/$iothub/websocket)")
     lines.append(f"  DPS REST  {dps['https']}/{dps['id_scope']}/registrations/{{id}}/register?api-version=2021-06-01")
     if "gateway" in info:
         gw = info["gateway"]

@@ -90,6 +90,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Takes over a connection whose request asks for ``Upgrade`` (MQTT over WebSockets); it owns the stream then.
+Upgrade = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def _read_request(reader: asyncio.StreamReader, chain: list[x509.Certificate]) -> Request | None:
@@ -137,11 +139,12 @@ def _error(exc: HttpError) -> Response:
 
 
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
-                           clock: Clock = time.time) -> None:
+                           clock: Clock = time.time, upgrade: Upgrade | None = None) -> None:
     """Answer requests on one connection until the client closes it or an error ends it.
 
     Every response carries a ``Date`` header from ``clock``, as Azure's endpoints do: clients (``roost
     doctor``) measure their clock skew against it, and an emulator with a shifted clock shows them one.
+    A request with an ``Upgrade`` header goes to ``upgrade``, when given, which keeps the connection.
     """
     chain = tls.peer_chain(writer.get_extra_info("ssl_object"))
     try:
@@ -154,6 +157,9 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 await writer.drain()
                 return
             if request is None:
+                return
+            if upgrade is not None and "upgrade" in request.headers:
+                await upgrade(request, reader, writer)
                 return
             keep_alive = request.headers.get("connection", "").lower() != "close"
             try:
@@ -187,13 +193,13 @@ class Connections:
         return len(self._open)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
-                    clock: Clock = time.time) -> None:
+                    clock: Clock = time.time, upgrade: Upgrade | None = None) -> None:
         """:func:`serve_connection`, tracked until it ends."""
         task = asyncio.current_task()
         assert task is not None
         self._open[task] = writer
         try:
-            await serve_connection(reader, writer, handler, clock)
+            await serve_connection(reader, writer, handler, clock, upgrade)
         except asyncio.CancelledError:
             # abort_all() cancels; the task must not finish cancelled, or asyncio's stream callback
             # (Python 3.11) reports the CancelledError as an unhandled error.
@@ -209,12 +215,13 @@ class Connections:
 
 
 async def start_server(handler: Handler, host: str, port: int, ssl_context: ssl.SSLContext,
-                       clock: Clock = time.time, connections: Connections | None = None) -> asyncio.Server:
+                       clock: Clock = time.time, connections: Connections | None = None,
+                       upgrade: Upgrade | None = None) -> asyncio.Server:
     """Serve ``handler`` over HTTPS; pass ``connections`` to be able to end open connections later."""
     tracked = connections if connections is not None else Connections()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await tracked.serve(reader, writer, handler, clock)
+        await tracked.serve(reader, writer, handler, clock, upgrade)
 
     return await asyncio.start_server(on_connect, host, port, ssl=ssl_context, limit=MAX_HEADER_BYTES,
                                       ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emulator.hub import codec, http
+from emulator.hub import codec, http, websocket
 from emulator.hub.connection import ConnectionClosed, MqttConnection
 from emulator.hub.dps import Dps
 from emulator.hub.dps_http import DpsHttpApi
@@ -94,6 +95,8 @@ class EmulatorConfig:
     gateway_hostnames: list[str] | None = None
     server_names: list[str] = field(default_factory=list)   # extra SANs for the hub/DPS certificate
     mqtt_port: int = MQTT_PORT
+    # MQTT over WebSockets (the SDK's websockets=True, always port 443) beside 8883 on every listener address.
+    websocket_port: int | None = None
     immediate_assignment: bool = True
     quotas: Quotas | None = None
     clock: Callable[[], float] = time.time
@@ -106,6 +109,9 @@ class _Listener:
     hubs: set[str]
     dps: bool
     server: asyncio.Server | None = None
+    websocket_server: asyncio.Server | None = None
+    # Plain HTTPS requests on the WebSocket port (device file upload), once the service API hands them a handler.
+    https_handler: http.Handler | None = None
 
 
 class Emulator:
@@ -175,6 +181,11 @@ class Emulator:
                     lambda r, w, listener=lst: self._on_connection(r, w, listener, max_packet),
                     lst.address, cfg.mqtt_port, ssl=context, reuse_address=True,
                     ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT_S)
+                if cfg.websocket_port is not None:
+                    lst.websocket_server = await http.start_server(
+                        functools.partial(self._on_https, lst), lst.address, cfg.websocket_port, context,
+                        cfg.clock, self._https_connections,
+                        upgrade=functools.partial(self._on_websocket, lst, max_packet))
             dps_address = cfg.dps_address or cfg.address
             self._https = await http.start_server(DpsHttpApi(self.dps), dps_address, cfg.dps_https_port,
                                                   server_context(str(server_cert.chain_path),
@@ -185,6 +196,43 @@ class Emulator:
             raise
         self.started = True
         log.info("emulator listening: %s", self.connection_info())
+
+    def route_https(self, address: str, handler: http.Handler) -> bool:
+        """Serve ``handler`` for plain HTTPS requests on ``address``'s WebSocket port, which devices also use for
+        file upload; False when no WebSocket listener is there (bind the port yourself then)."""
+        for lst in self._listeners:
+            if lst.address == address and lst.websocket_server is not None:
+                lst.https_handler = handler
+                return True
+        return False
+
+    async def _on_https(self, listener: _Listener, request: http.Request) -> http.Response:
+        if listener.https_handler is None:
+            raise http.HttpError(404, f"{request.path} is not served here; MQTT over WebSockets is at "
+                                      f"{websocket.PATH} (send Upgrade: websocket)")
+        return await listener.https_handler(request)
+
+    async def _on_websocket(self, listener: _Listener, max_packet: int, request: http.Request,
+                            reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer the upgrade, then serve MQTT over the frames as over 8883."""
+        try:
+            accept = websocket.check_upgrade(request.method, request.path, request.headers)
+        except websocket.HandshakeRefused as exc:
+            log.info("refused a WebSocket upgrade from %s: %s", writer.get_extra_info("peername"), exc)
+            writer.write(http.Response(exc.status, {"errorCode": exc.status * 1000, "message": str(exc)})
+                         .encode(keep_alive=False, now=self.config.clock()))
+            await writer.drain()
+            return
+        writer.write(websocket.switching_protocols(accept))
+        framed = websocket.FramedWriter(writer)
+        payloads = asyncio.StreamReader()
+        frames = asyncio.create_task(websocket.pump(reader, framed, payloads, max_packet))
+        try:
+            await self._on_connection(payloads, framed, listener, max_packet)
+        finally:
+            frames.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await frames
 
     def _gateway_certificate(self, address: str):
         """The configured names' certificate; without names, one `roost-sim pki gateway` made, else the address."""
@@ -221,6 +269,7 @@ class Emulator:
             "hubs": sorted(self.hubs),
             "hub": cfg.hub_hostname or cfg.address,
             "mqtt_port": cfg.mqtt_port,
+            "websocket_port": cfg.websocket_port,
             "dps": {"id_scope": cfg.id_scope, "host": dps_address,
                     "https": f"https://{dps_address}:{self.dps_https_port}"},
             "root_ca": str(root.cert_path),
@@ -232,8 +281,9 @@ class Emulator:
 
     async def stop(self) -> None:
         for lst in self._listeners:
-            if lst.server:
-                lst.server.close()
+            for server in (lst.server, lst.websocket_server):
+                if server:
+                    server.close()
         if self._https:
             self._https.close()
         await self._https_connections.abort_all()

@@ -163,27 +163,40 @@ class ServiceApi:
         self._write_discovery_file()
         log.info("service API listening: %s", {n: s.port for n, s in self._served.items()})
 
-    async def _start_server(self, served: _Served, port: int, context: Any) -> asyncio.Server:
-        """An HTTPS listener whose connections are tracked, so stop() ends kept-alive ones too."""
+    def _handler_for(self, served: _Served) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             return await self.handle(served, request)
 
-        return await http.start_server(handler, served.address, port, context, self.emulator.config.clock,
-                                       self._open)
+        return handler
+
+    async def _start_server(self, served: _Served, port: int, context: Any) -> asyncio.Server:
+        """An HTTPS listener whose connections are tracked, so stop() ends kept-alive ones too."""
+        return await http.start_server(self._handler_for(served), served.address, port, context,
+                                       self.emulator.config.clock, self._open)
 
     async def _listen(self, served: _Served, context: Any) -> None:
         port = self.options.port
-        if port is None:
+        shared = self.emulator.config.websocket_port   # the hub's WebSocket listener, when it serves one
+        wanted = HTTPS_PORT if port is None else port
+        if shared is not None and wanted == shared and \
+                self.emulator.route_https(served.address, self._handler_for(served)):
+            served.port = shared   # one port for devices and the service, as 443 is in Azure
+        elif port is None:
             try:
                 server = await self._start_server(served, HTTPS_PORT, context)
             except PermissionError:
                 server = await self._start_server(served, FALLBACK_PORT, context)
+            served.servers.append(server)
+            served.port = server.sockets[0].getsockname()[1]
         else:
             server = await self._start_server(served, port, context)
-        served.servers.append(server)
-        served.port = server.sockets[0].getsockname()[1]
+            served.servers.append(server)
+            served.port = server.sockets[0].getsockname()[1]
         device_port = self.options.device_port
-        if device_port and device_port != served.port:
+        if device_port and device_port == shared and \
+                self.emulator.route_https(served.address, self._handler_for(served)):
+            served.device_port = device_port   # the WebSocket listener answers file upload requests too
+        elif device_port and device_port != served.port:
             try:
                 extra = await self._start_server(served, device_port, context)
             except PermissionError:

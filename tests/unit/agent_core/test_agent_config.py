@@ -81,6 +81,15 @@ def test_wrong_choice_suggests_the_close_one(tmp_path):
                                           "connection-string; did you mean 'tpm'?")
 
 
+def test_transport_is_mqtt_or_websockets_and_picks_the_port(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).hub.port == 8883
+    ws = load_config(write(tmp_path, GOOD + '\n[hub]\ntransport = "mqtt-ws"\n')).hub
+    assert ws.websockets and ws.port == 443
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD + '\n[hub]\ntransport = "websockets"\n'))
+    assert str(err.value.problems[0]).startswith("hub.transport: 'websockets' is not one of mqtt, mqtt-ws")
+
+
 @pytest.mark.parametrize("snippet, key, words", [
     ('[telemetry]\nbatch_max_byte = 4000', "telemetry.batch_max_byte", "did you mean 'batch_max_bytes'"),
     ('[hub]\nsas_ttl_s = "3600"', "hub.sas_ttl_s", "without quotes"),

@@ -44,6 +44,18 @@ def run(config_path, web_url, **kw):
     return doctor.run_checks(load_config(config_path), timeout=2, time_url=web_url, board=False, **kw)
 
 
+def test_over_websockets_port_443_is_required_and_8883_only_reported(tmp_path, loopback_address, web):
+    pki = Pki(tmp_path / "pki")
+    cert = pki.server("hub", [loopback_address])
+    path = write_config(tmp_path, loopback_address, pki.root().cert_path, 'transport = "mqtt-ws"\n')
+    with HandshakeServer(loopback_address, cert.chain_path, cert.key_path, port=443):
+        checks = by_name(run(path, web))
+    assert checks["port 443"].status == doctor.PASS and "WebSockets" in checks["port 443"].detail
+    assert checks["tls chain"].status == doctor.PASS and f"{loopback_address}:443" in checks["tls chain"].detail
+    assert checks["port 8883"].status == doctor.WARN     # nothing listens there, and the agent does not need it
+    assert doctor.passed(list(checks.values()))
+
+
 def test_healthy_setup(tmp_path, loopback_address, web):
     pki = Pki(tmp_path / "pki")
     cert = pki.server("hub", [loopback_address])
