@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.identity.dps import split_host
 from agent.identity.tls_check import probe_tls, tcp_error
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
@@ -48,13 +49,6 @@ class Target:
     via_gateway: bool
     ca_pem: str | None
     creds: Any = None
-
-
-def _split_host(host: str, default_port: int) -> tuple[str, int]:
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and name:
-        return name, int(port)
-    return host, default_port
 
 
 # -- individual checks ------------------------------------------------------------------------------------
@@ -328,7 +322,7 @@ def run_checks(config: Any, *, state_dir: Path | None = None, now: float | None 
         # TPM attestation only exists in DPS's HTTPS API; the SDK's symmetric/X.509 registration uses MQTT
         # (over WebSockets on 443 with hub.transport = "mqtt-ws").
         tpm = ident.method == "tpm"
-        dps_host, dps_port = _split_host(ident.provisioning_host, 443 if tpm else config.hub.port)
+        dps_host, dps_port = split_host(ident.provisioning_host, 443 if tpm else config.hub.port)
         how = "HTTPS" if tpm else "MQTT over WebSockets" if config.hub.websockets else "MQTT"
         checks.append(dns := check_dns(dps_host, "provisioning service"))
         if dns.status == PASS:
@@ -346,7 +340,7 @@ def run_checks(config: Any, *, state_dir: Path | None = None, now: float | None 
             checks.extend(check_tls(target, timeout, config.hub.port))
     checks.append(check_trust_anchors(config, state_dir, now))
     if time_url is None and ident.method in ("symmetric", "x509", "tpm"):
-        time_url = f"https://{_split_host(ident.provisioning_host, 443)[0]}/"
+        time_url = f"https://{split_host(ident.provisioning_host, 443)[0]}/"
     elif time_url is None and target.hub:
         time_url = f"https://{target.hub}/"
     checks.append(check_clock(time_url, now, timeout, time_status))

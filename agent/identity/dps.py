@@ -23,7 +23,8 @@ class Registration:
     substatus: str
 
 
-def _split_host(host: str, default_port: int = 8883) -> tuple[str, int]:
+def split_host(host: str, default_port: int = 8883) -> tuple[str, int]:
+    """(name, port) of ``host`` or ``host:port`` (an IPv6 literal in brackets keeps its colons)."""
     name, sep, port = host.rpartition(":")
     if sep and port.isdigit() and name and not name.endswith("]"):
         return name, int(port)
@@ -104,7 +105,7 @@ def _explain_connection_failure(host: str, ca_pem: str | None, where: str, error
                                 port: int = 8883) -> ProvisioningError:
     from agent.identity.tls_check import probe_tls
 
-    name, port = _split_host(host, port)
+    name, port = split_host(host, port)
     probe = probe_tls(name, port, ca_pem, timeout=5.0)
     if probe.ok:
         return ProvisioningError(f"{where} failed: {error} ({type(error).__name__})",

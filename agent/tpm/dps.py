@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.identity import dps as identity_dps
 from agent.identity.errors import ProvisioningError, TrustError
 from agent.tpm.errors import EnrollmentMissing
 
@@ -37,10 +38,7 @@ class DpsResponse:
 
 def split_host(host: str) -> tuple[str, int]:
     """"name[:port]" -> (name, port); DPS's REST API is on 443."""
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and name and not name.endswith("]"):
-        return name, int(port)
-    return host, 443
+    return identity_dps.split_host(host, 443)
 
 
 class DpsHttpClient:

@@ -31,8 +31,8 @@ def test_sdk_client_over_websockets_sends_twins_and_answers_methods(emu, ca_pem)
     answered = threading.Event()
 
     def on_method(request):
+        answered.set()   # before the answer: the hub may hand the result over before this thread goes on
         device.send_method_response(MethodResponse.create_from_method_request(request, 200, {"ok": True}))
-        answered.set()
 
     device.on_method_request_received = on_method
     device.connect()
@@ -112,7 +112,7 @@ def _read_frame(sock: ssl.SSLSocket) -> tuple[int, bytes]:
     (_frame(websocket.BINARY, b"\x10\x00", masked=False), websocket.CLOSE_PROTOCOL_ERROR),
     (_frame(websocket.TEXT, b"CONNECT"), websocket.CLOSE_UNSUPPORTED_DATA),
     (_frame(0x3, b""), websocket.CLOSE_PROTOCOL_ERROR),
-])
+], ids=["unmasked", "text", "undefined-opcode"])   # stable ids: the frames carry random masks
 def test_a_broken_frame_closes_that_connection_with_its_code(emu, ca_pem, frame, code):
     with _tls(emu, ca_pem) as sock:
         assert _request(sock, "/$iothub/websocket", UPGRADE)[0] == 101
