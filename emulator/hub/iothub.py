@@ -206,13 +206,17 @@ class DeviceSession:
         self.c2d_wakeup.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        # The device counts as connected until its socket is really closed (TLS close_notify answered, or
-        # the bounded shutdown gave up), so "disconnected" on the service side means the client saw it too.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.writer.wait_closed(), CLOSE_WAIT_S)
-        self.hub._session_ended(self)
-        self.finished.set()
+        try:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # The device counts as connected until its socket is really closed (TLS close_notify answered, or
+            # the bounded shutdown gave up), so "disconnected" on the service side means the client saw it too.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.writer.wait_closed(), CLOSE_WAIT_S)
+        finally:
+            # Even when the connection's task is cancelled meanwhile (the emulator stopping): close_all and a
+            # taking-over connection wait for this.
+            self.hub._session_ended(self)
+            self.finished.set()
 
     def _save(self) -> None:
         if not self.clean:

@@ -286,9 +286,10 @@ class Emulator:
                     server.close()
         if self._https:
             self._https.close()
-        await self._https_connections.abort_all()
+        # Sessions first, over 8883 and WebSockets alike; then whatever HTTPS connections are left.
         for hub in self.hubs.values():
             await hub.close_all("emulator stopping")
+        await self._https_connections.abort_all()
         for task, conn in list(self._connections.items()):
             conn.close("emulator stopping", abort=True)
             task.cancel()

@@ -146,6 +146,9 @@ class FramedWriter:
     def is_closing(self) -> bool:
         return self._writer.is_closing()
 
+    async def wait_closed(self) -> None:
+        await self._writer.wait_closed()
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._writer.get_extra_info(name, default)
 
