@@ -139,3 +139,23 @@ def test_plain_https_on_the_port_reaches_the_handler_routed_there(emu, ca_pem):
         status, response = _request(sock, "/devices/x/files", {"Connection": "close"})
     assert status == 200 and json.loads(response.partition(b"\r\n\r\n")[2]) == {"path": "/devices/x/files"}
     assert not emu.emulator.route_https("127.0.0.2", handler)   # no WebSocket listener on that address
+
+
+def test_a_leaf_device_reaches_the_hub_through_the_gateway_over_websockets(tmp_path, loopback_address):
+    gateway = hubrig.unique_loopback()
+    emu = hubrig.start(tmp_path, loopback_address, gateway_address=gateway, websocket_port=443)
+    try:
+        hub = emu.emulator.hub
+        device = hub.state.create_device("leaf-ws")
+        client = IoTHubDeviceClient.create_from_symmetric_key(
+            device.primary_key, hub.hostname, "leaf-ws", gateway_hostname=gateway,
+            server_verification_cert=emu.emulator.pki.root().pem, connection_retry=False, websockets=True)
+        client.connect()
+        try:
+            client.send_message("through the gateway on 443")
+            assert hub.sessions["leaf-ws"].via_gateway
+        finally:
+            client.shutdown()
+        assert [r.payload for r in hub.state.telemetry(device_id="leaf-ws")] == [b"through the gateway on 443"]
+    finally:
+        emu.stop()
