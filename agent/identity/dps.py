@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from agent.config import MQTT_PORT, WEBSOCKET_PORT
 from agent.identity.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class Registration:
     substatus: str
 
 
-def split_host(host: str, default_port: int = 8883) -> tuple[str, int]:
+def split_host(host: str, default_port: int = MQTT_PORT) -> tuple[str, int]:
     """(name, port) of ``host`` or ``host:port`` (an IPv6 literal in brackets keeps its colons)."""
     name, sep, port = host.rpartition(":")
     if sep and port.isdigit() and name and not name.endswith("]"):
@@ -39,7 +40,7 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
     from azure.iot.device import X509, ProvisioningDeviceClient
     from azure.iot.device import exceptions as sdk_errors
 
-    port = 443 if websockets else 8883
+    port = WEBSOCKET_PORT if websockets else MQTT_PORT
     kwargs: dict = {"websockets": websockets}
     if ca_pem:
         kwargs["server_verification_cert"] = ca_pem

@@ -90,7 +90,8 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-# Takes over a connection whose request asks for ``Upgrade`` (MQTT over WebSockets); it owns the stream then.
+# Takes over a connection whose request asks for ``Upgrade`` (MQTT over WebSockets); it owns the stream then,
+# or raises HttpError to refuse before switching protocols.
 Upgrade = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -159,7 +160,11 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             if request is None:
                 return
             if upgrade is not None and "upgrade" in request.headers:
-                await upgrade(request, reader, writer)
+                try:
+                    await upgrade(request, reader, writer)
+                except HttpError as exc:   # refused before the switch: an ordinary error response
+                    writer.write(_error(exc).encode(keep_alive=False, now=clock()))
+                    await writer.drain()
                 return
             keep_alive = request.headers.get("connection", "").lower() != "close"
             try:

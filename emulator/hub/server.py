@@ -219,10 +219,7 @@ class Emulator:
             accept = websocket.check_upgrade(request.method, request.path, request.headers)
         except websocket.HandshakeRefused as exc:
             log.info("refused a WebSocket upgrade from %s: %s", writer.get_extra_info("peername"), exc)
-            writer.write(http.Response(exc.status, {"errorCode": exc.status * 1000, "message": str(exc)})
-                         .encode(keep_alive=False, now=self.config.clock()))
-            await writer.drain()
-            return
+            raise http.HttpError(exc.status, str(exc)) from None
         writer.write(websocket.switching_protocols(accept))
         framed = websocket.FramedWriter(writer)
         payloads = asyncio.StreamReader()
