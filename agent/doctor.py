@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.config import MQTT_PORT, WEBSOCKET_PORT
 from agent.identity.dps import split_host
 from agent.identity.tls_check import probe_tls, tcp_error
 
@@ -71,7 +72,7 @@ def check_port(host: str, port: int, purpose: str, required: bool, timeout: floa
     return Check(f"port {port}", PASS, f"{host}:{port} ({purpose}) accepts connections")
 
 
-def check_tls(target: Target, timeout: float, port: int = 8883) -> list[Check]:
+def check_tls(target: Target, timeout: float, port: int) -> list[Check]:
     probe = probe_tls(target.host, port, target.ca_pem, timeout=timeout)
     if probe.kind == "unreachable":
         return [Check("tls chain", SKIP, f"port {port} is not reachable, so TLS was not tried", probe.fix)]
@@ -333,9 +334,9 @@ def run_checks(config: Any, *, state_dir: Path | None = None, now: float | None 
         if dns.status == PASS:
             # The port the agent's transport needs must be open; the others are worth knowing about.
             websockets = config.hub.websockets
-            checks.append(check_port(target.host, 8883, "MQTT", not websockets, timeout))
+            checks.append(check_port(target.host, MQTT_PORT, "MQTT", not websockets, timeout))
             checks.append(check_port(target.host, 5671, "AMQP", False, timeout))
-            checks.append(check_port(target.host, 443, "MQTT over WebSockets and file upload" if websockets
+            checks.append(check_port(target.host, WEBSOCKET_PORT, "MQTT over WebSockets and file upload" if websockets
                                      else "HTTPS, websockets and file upload", websockets, timeout))
             checks.extend(check_tls(target, timeout, config.hub.port))
     checks.append(check_trust_anchors(config, state_dir, now))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.config import MQTT_PORT
 from agent.identity import assignment as cache
 from agent.identity.credentials import HubCredentials, X509Files, key_signer
 from agent.identity.errors import ConfigurationError, IdentityError, ProvisioningError, TrustError
@@ -205,7 +206,7 @@ def is_auth_failure(error: BaseException) -> bool:
 
 
 def describe_connect_failure(creds: HubCredentials, error: BaseException, *, address: str | None = None,
-                             port: int = 8883, timeout: float = 5.0) -> IdentityError:
+                             port: int = MQTT_PORT, timeout: float = 5.0) -> IdentityError:
     """Turn the SDK's opaque connection error into one that says what is wrong (CA, hostname, network, key)."""
     from agent.identity.tls_check import probe_tls
 

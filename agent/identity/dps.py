@@ -103,7 +103,7 @@ def register(*, provisioning_host: str, id_scope: str, registration_id: str, sym
 
 
 def _explain_connection_failure(host: str, ca_pem: str | None, where: str, error: Exception,
-                                port: int = 8883) -> ProvisioningError:
+                                port: int) -> ProvisioningError:
     from agent.identity.tls_check import probe_tls
 
     name, port = split_host(host, port)

@@ -181,22 +181,24 @@ class ServiceApi:
         if shared is not None and wanted == shared and \
                 self.emulator.route_https(served.address, self._handler_for(served)):
             served.port = shared   # one port for devices and the service, as 443 is in Azure
-        elif port is None:
-            try:
-                server = await self._start_server(served, HTTPS_PORT, context)
-            except PermissionError:
-                server = await self._start_server(served, FALLBACK_PORT, context)
-            served.servers.append(server)
-            served.port = server.sockets[0].getsockname()[1]
         else:
-            server = await self._start_server(served, port, context)
+            if port is None:
+                try:
+                    server = await self._start_server(served, HTTPS_PORT, context)
+                except PermissionError:
+                    server = await self._start_server(served, FALLBACK_PORT, context)
+            else:
+                server = await self._start_server(served, port, context)
             served.servers.append(server)
             served.port = server.sockets[0].getsockname()[1]
         device_port = self.options.device_port
-        if device_port and device_port == shared and \
-                self.emulator.route_https(served.address, self._handler_for(served)):
+        if not device_port:
+            return
+        if device_port == served.port:
+            served.device_port = device_port
+        elif device_port == shared and self.emulator.route_https(served.address, self._handler_for(served)):
             served.device_port = device_port   # the WebSocket listener answers file upload requests too
-        elif device_port and device_port != served.port:
+        else:
             try:
                 extra = await self._start_server(served, device_port, context)
             except PermissionError:
@@ -206,8 +208,6 @@ class ServiceApi:
             else:
                 served.servers.append(extra)
                 served.device_port = device_port
-        elif device_port:
-            served.device_port = served.port
 
     async def stop(self) -> None:
         for served in self._served.values():
